@@ -1,0 +1,139 @@
+"""The ``bench`` command line. Every bad input ends in one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmarks.errors import UserError
+
+EPILOG = """examples:
+  bench run --methods crbg,edgepopup --arch lenet300 --dataset mnist --sparsity 0.5,0.8,0.9
+  bench run --methods crbg --granularity structured --sparsity 0.5,0.77 --set crbg.lr=0.02
+  bench run --config sweep.yaml --seeds 0,1,2       (flags override the file)
+  bench list methods
+
+Sparsity is the fraction of prunable weights (every Linear/Conv weight) removed by the final binary
+mask; structured CRBG targets the fraction of gated units and reports both. Data is read from
+--data-root, else $TICKETBENCH_DATA, else ./data (MNIST from DATA/MNIST/raw/*-ubyte[.gz])."""
+
+
+def csv_list(kind: type):
+    def parse(text: str) -> list:
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+
+    return parse
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit code 2
+        raise UserError(message)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="bench", description="ticketbench: compare sparse-subnetwork (lottery ticket) methods.",
+               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    run = sub.add_parser("run", help="run a sweep of methods x archs x datasets x sparsities x seeds",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    run.add_argument("--config", type=Path, help="YAML file with any of the settings below (flags override it)")
+    run.add_argument("--methods", type=csv_list(str), help="comma-separated methods (default crbg,edgepopup)")
+    run.add_argument("--arch", type=csv_list(str), help="comma-separated architectures (default lenet300)")
+    run.add_argument("--dataset", type=csv_list(str), help="comma-separated datasets (default mnist)")
+    run.add_argument("--sparsity", type=csv_list(float), help="target sparsities in (0, 1) (default 0.5,0.8,0.9)")
+    run.add_argument("--seeds", type=csv_list(int), help="seeds (default 0)")
+    run.add_argument("--granularity", type=csv_list(str),
+                     help="unstructured and/or structured (default unstructured); methods skip what they lack")
+    run.add_argument("--epochs", type=int, help="search epochs per cell (default 10)")
+    run.add_argument("--batch-size", dest="batch_size", type=int, help="batch size (default 128)")
+    run.add_argument("--weight-init", dest="weight_init",
+                     help="frozen weights: signed_constant (default), kaiming_normal, uniform, scaled_*, keep")
+    run.add_argument("--exclude", type=csv_list(str), help="glob patterns of module names never masked")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
+                     help="override a method hyperparameter, e.g. crbg.lr=0.02 (repeatable)")
+    run.add_argument("--device", help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
+    run.add_argument("--data-root", dest="data_root", help="dataset folder (default $TICKETBENCH_DATA or ./data)")
+    run.add_argument("--out", help="output folder (default results/<arch>_<dataset>)")
+    run.add_argument("--name", help="name of the run folder under results/ when --out is not given")
+    run.add_argument("--no-download", dest="download", action="store_false", help="never download data")
+    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+    lst = sub.add_parser("list", help="list the registered methods, archs or datasets")
+    lst.add_argument("what", choices=["methods", "archs", "datasets"])
+    return p
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmarks.spec import SweepSpec, parse_sets
+    from benchmarks.summary import summary_table
+    from benchmarks.sweep import run_sweep
+
+    flags = {k: getattr(args, k) for k in ("methods", "arch", "dataset", "sparsity", "seeds", "granularity",
+                                           "epochs", "batch_size", "weight_init", "exclude", "device",
+                                           "data_root", "out", "name")}
+    flags["hparams"] = parse_sets(args.sets)
+    spec = SweepSpec.from_sources(args.config, flags)
+    out, rows = run_sweep(spec, progress=args.progress, download=args.download)
+    print(summary_table(out))
+    failed = [r for r in rows if r["status"] != "ok"]
+    for r in failed:
+        print(f"failed: {r['cell']} {r['method']} target {r['target_sparsity']} seed {r['seed']}: {r['error']}")
+    return 1 if failed else 0
+
+
+def first_line(obj: object) -> str:
+    return ((obj.__doc__ or "").strip().splitlines() or [""])[0]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "methods":
+        from methods import METHODS
+
+        for name, cls in sorted(METHODS.items()):
+            print(f"{name:<10} granularity: {', '.join(cls.granularities):<25} {first_line(cls)}")
+    elif args.what == "archs":
+        from benchmarks.zoo import MODELS
+
+        for name, fn in sorted(MODELS.items()):
+            print(f"{name:<10} {first_line(getattr(fn, 'func', fn))}")
+        print("timm:<name> any timm model, e.g. timm:vit_base_patch16_224 (random init, never pretrained)")
+    else:
+        from benchmarks.data import DATASETS
+
+        for name, fn in sorted(DATASETS.items()):
+            print(f"{name:<10} {first_line(fn)}")
+    return 0
+
+
+def load_plugins() -> None:
+    """Import the user modules named in $TICKETBENCH_PLUGINS (comma-separated) so their registrations apply."""
+    import importlib
+    import os
+
+    for name in filter(None, (n.strip() for n in os.environ.get("TICKETBENCH_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise UserError(f"cannot import plugin module {name!r} from $TICKETBENCH_PLUGINS: {e}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        load_plugins()
+        args = make_parser().parse_args(argv)
+        return {"run": cmd_run, "list": cmd_list}[args.command](args)
+    except UserError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished cells are saved, run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

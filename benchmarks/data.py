@@ -1,0 +1,251 @@
+"""Datasets by name, with a held-out validation split and a fast on-device path for small data.
+
+Built-ins: ``mnist``, ``cifar10``, ``cifar100`` (held as uint8 tensors, batched and augmented on the
+device), ``imagenet`` (an ImageFolder root, through a DataLoader) and ``synthetic``. Register your own
+with `register_dataset`. The data root comes from ``--data-root`` or ``$TICKETBENCH_DATA``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from benchmarks.errors import UserError
+
+DEFAULT_ROOT = "data"
+VAL_SPLIT_SEED = 0  # fixed, so every cell of every sweep sees the same validation split
+
+
+def data_root(flag: str | None) -> Path:
+    return Path(flag or os.environ.get("TICKETBENCH_DATA") or DEFAULT_ROOT)
+
+
+@dataclass
+class Splits:
+    """A dataset ready for training: train/val/test, the number of classes and one input's shape.
+
+    Tensor datasets hold raw inputs (uint8 images allowed); `transform` turns a batch on the device
+    into normalised float inputs, with `augment` applied to training batches only.
+    """
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    input_shape: tuple[int, ...]
+    transform: Callable[[Tensor], Tensor] = lambda x: x.float()
+    augment: Callable[[Tensor], Tensor] | None = None
+
+
+DatasetFn = Callable[..., Splits]
+DATASETS: dict[str, DatasetFn] = {}
+
+
+def register_dataset(name: str) -> Callable[[DatasetFn], DatasetFn]:
+    """Decorator: ``@register_dataset("mine")`` on ``fn(root: Path, download: bool, val_size: float) -> Splits``
+    makes ``bench run --dataset mine`` work."""
+
+    def deco(fn: DatasetFn) -> DatasetFn:
+        DATASETS[name] = fn
+        return fn
+
+    return deco
+
+
+def load_dataset(name: str, root: Path, download: bool = True, val_size: float = 0.1) -> Splits:
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name](root=root, download=download, val_size=val_size)
+
+
+def split_train_val(x: Tensor, y: Tensor, val_size: float) -> tuple[TensorDataset, TensorDataset]:
+    """Hold out a fixed random `val_size` fraction of the training set for validation."""
+    n_val = int(round(val_size * len(x)))
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
+    val, train = perm[:n_val], perm[n_val:]
+    return TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val])
+
+
+def normalizer(mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[[Tensor], Tensor]:
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1) * 255.0
+
+    def transform(x: Tensor) -> Tensor:
+        return (x.float() - m.to(x.device) * 255.0) / s.to(x.device)
+
+    return transform
+
+
+def crop_flip(x: Tensor, pad: int = 4) -> Tensor:
+    """Random `pad`-pixel padded crop and horizontal flip, per image, on the batch's device."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None])[:, None, None, :]
+    idx_n = torch.arange(n, device=x.device)[:, None, None, None]
+    idx_c = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    out = padded[idx_n, idx_c, rows, cols]
+    flip = torch.rand(n, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+# -- MNIST ------------------------------------------------------------------------------------------
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx file, plain or gzipped (`path` without the .gz suffix)."""
+    gz = path.with_name(path.name + ".gz")
+    if path.exists():
+        raw = path.read_bytes()
+    elif gz.exists():
+        raw = gzip.decompress(gz.read_bytes())
+    else:
+        raise FileNotFoundError(path)
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise UserError(f"{path}: truncated idx file ({data.size} values, header says {dims})")
+    return data.reshape(dims)
+
+
+def _mnist_arrays(root: Path, download: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    raw = root / "MNIST" / "raw"
+    needed = [raw / f for pair in MNIST_FILES.values() for f in pair]
+    if not all(p.exists() or p.with_name(p.name + ".gz").exists() for p in needed):
+        if download:
+            try:
+                import torchvision
+
+                torchvision.datasets.MNIST(str(root), train=True, download=True)
+                torchvision.datasets.MNIST(str(root), train=False, download=True)
+            except Exception as e:  # no network, read-only root, ...
+                raise UserError(f"MNIST not found under {raw} and download failed ({type(e).__name__}); "
+                                f"put {', '.join(f'{f}.gz' for pair in MNIST_FILES.values() for f in pair)} "
+                                f"in {raw}") from None
+        else:
+            raise UserError(f"MNIST not found: put the four idx files (.gz or plain) in {raw}")
+    return {split: (read_idx(raw / xi), read_idx(raw / yi)) for split, (xi, yi) in MNIST_FILES.items()}
+
+
+@register_dataset("mnist")
+def mnist(root: Path, download: bool = True, val_size: float = 0.1) -> Splits:
+    """MNIST from root/MNIST/raw (idx files, plain or .gz), 28x28 grey, 10 classes."""
+    arrays = _mnist_arrays(root, download)
+    x, y = (torch.from_numpy(a.copy()) for a in arrays["train"])
+    xt, yt = (torch.from_numpy(a.copy()) for a in arrays["test"])
+    train, val = split_train_val(x.unsqueeze(1), y.long(), val_size)
+    return Splits(train, val, TensorDataset(xt.unsqueeze(1), yt.long()), 10, (1, 28, 28),
+                  transform=normalizer((0.1307,), (0.3081,)))
+
+
+# -- CIFAR ------------------------------------------------------------------------------------------
+CIFAR_STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+def _cifar(name: str, root: Path, download: bool, val_size: float) -> Splits:
+    import torchvision
+
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+    try:
+        train_set = cls(str(root), train=True, download=download)
+        test_set = cls(str(root), train=False, download=download)
+    except Exception as e:
+        raise UserError(f"{name} not found under {root / folder} and could not be downloaded "
+                        f"({type(e).__name__}); put the extracted python-version archive there") from None
+
+    def as_tensors(ds) -> tuple[Tensor, Tensor]:
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+
+    train, val = split_train_val(*as_tensors(train_set), val_size)
+    classes = 10 if name == "cifar10" else 100
+    return Splits(train, val, TensorDataset(*as_tensors(test_set)), classes, (3, 32, 32),
+                  transform=normalizer(*CIFAR_STATS[name]), augment=crop_flip)
+
+
+@register_dataset("cifar10")
+def cifar10(root: Path, download: bool = True, val_size: float = 0.1) -> Splits:
+    """CIFAR-10 through torchvision (root/cifar-10-batches-py), crop+flip augmentation on the device."""
+    return _cifar("cifar10", root, download, val_size)
+
+
+@register_dataset("cifar100")
+def cifar100(root: Path, download: bool = True, val_size: float = 0.1) -> Splits:
+    """CIFAR-100 through torchvision (root/cifar-100-python), crop+flip augmentation on the device."""
+    return _cifar("cifar100", root, download, val_size)
+
+
+# -- ImageNet (folder) ------------------------------------------------------------------------------
+@register_dataset("imagenet")
+def imagenet(root: Path, download: bool = False, val_size: float = 0.01) -> Splits:
+    """ImageFolder at ``root/imagenet/{train,val}``; the official val set is the test set."""
+    import torchvision.transforms as T
+    from torchvision.datasets import ImageFolder
+
+    base = root / "imagenet"
+    if not (base / "train").is_dir() or not (base / "val").is_dir():
+        raise UserError(f"ImageNet not found: expected class folders under {base}/train and {base}/val")
+    norm = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    train_tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+    eval_tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), norm])
+    full = ImageFolder(str(base / "train"), train_tf)
+    held = ImageFolder(str(base / "train"), eval_tf)
+    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED)).tolist()
+    n_val = int(round(val_size * len(full)))
+    return Splits(torch.utils.data.Subset(full, perm[n_val:]), torch.utils.data.Subset(held, perm[:n_val]),
+                  ImageFolder(str(base / "val"), eval_tf), len(full.classes), (3, 224, 224))
+
+
+# -- synthetic --------------------------------------------------------------------------------------
+SYNTHETIC_SHAPE = (3, 32, 32)
+
+
+@register_dataset("synthetic")
+def synthetic(root: Path, download: bool = False, val_size: float = 0.1, shape: tuple[int, ...] = SYNTHETIC_SHAPE,
+              n: int = 512, num_classes: int = 10) -> Splits:
+    """Random Gaussian inputs with labels from a fixed random linear teacher (learnable, for smoke tests)."""
+    g = torch.Generator().manual_seed(1234)
+    x = torch.randn(n + n // 4, *shape, generator=g)
+    teacher = torch.randn(int(np.prod(shape)), num_classes, generator=g)
+    y = (x.flatten(1) @ teacher).argmax(1)
+    train, val = split_train_val(x[:n], y[:n], val_size)
+    return Splits(train, val, TensorDataset(x[n:], y[n:]), num_classes, shape)
+
+
+# -- batching ---------------------------------------------------------------------------------------
+def batches(ds: Dataset, batch_size: int, device: torch.device, shuffle: bool = False,
+            generator: torch.Generator | None = None, workers: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield (inputs, labels) on `device`. Tensor datasets are moved to the device once and sliced
+    there; other datasets go through a DataLoader with pinned memory and non-blocking copies."""
+    if isinstance(ds, TensorDataset):
+        x, y = (t.to(device) for t in ds.tensors)
+        order = torch.randperm(len(x), generator=generator).to(device) if shuffle else None
+        for i in range(0, len(x), batch_size):
+            if order is None:
+                yield x[i:i + batch_size], y[i:i + batch_size]
+            else:
+                idx = order[i:i + batch_size]
+                yield x[idx], y[idx]
+        return
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    for xb, yb in loader:
+        yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)

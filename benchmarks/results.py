@@ -1,0 +1,113 @@
+"""Tidy result files: ``runs.csv`` (one row per cell), ``curves.csv`` (per cell and epoch),
+``layers.csv`` (per cell and layer) and ``masks/<cell>.pt``.
+
+Rows are appended whole and flushed to disk; a cell's curves and layers are written before its
+``runs.csv`` row, which is the record that the cell finished. Readers keep only the curves and layers
+of cells that have a run row.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from benchmarks.errors import UserError
+
+RUNS, CURVES, LAYERS, MASKS = "runs.csv", "curves.csv", "layers.csv", "masks"
+
+
+def _fsync_write(path: Path, text: str, mode: str) -> None:
+    with open(path, mode, newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _rows_text(columns: list[str], rows: Iterable[dict[str, Any]], header: bool) -> str:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="raise", lineterminator="\n")
+    if header:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell_text(v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _cell_text(value: Any) -> Any:
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "x".join(map(str, value)) if all(isinstance(v, int) for v in value) else ";".join(map(str, value))
+    return "" if value is None else value
+
+
+def read_header(path: Path) -> list[str]:
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
+
+
+def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append `rows` to the CSV at `path`. New columns extend the header: the file is then rewritten to
+    a temporary file and atomically moved into place."""
+    if not rows:
+        return
+    new_cols = list(dict.fromkeys(k for row in rows for k in row))
+    if not path.exists():
+        _fsync_write(path, _rows_text(new_cols, rows, header=True), "w")
+        return
+    columns = read_header(path)
+    missing = [c for c in new_cols if c not in columns]
+    if not missing:
+        _fsync_write(path, _rows_text(columns, rows, header=False), "a")
+        return
+    columns += missing
+    with open(path, newline="") as f:
+        old = list(csv.DictReader(f))
+    tmp = path.with_suffix(".tmp")
+    _fsync_write(tmp, _rows_text(columns, old, header=True) + _rows_text(columns, rows, header=False), "w")
+    os.replace(tmp, path)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = []
+        for row in reader:
+            if None in row or None in row.values():
+                raise UserError(f"{path}: line {reader.line_num}: wrong number of fields")
+            rows.append(row)
+        return rows
+
+
+def finished_cells(out: Path) -> set[str]:
+    """Ids of cells that already have a successful row in ``runs.csv``."""
+    return {row["cell"] for row in read_rows(out / RUNS) if row.get("status") == "ok"}
+
+
+def save_masks(out: Path, cell: str, masks: dict[str, torch.Tensor]) -> Path:
+    folder = out / MASKS
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{cell}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save(masks, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def prepare_out(out: Path) -> None:
+    """Create the output folder and check that it is writable."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"output folder {out} is not writable ({e.strerror})") from None

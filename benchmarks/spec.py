@@ -1,0 +1,217 @@
+"""Sweep specification and cells: the typed settings that are the single source of truth.
+
+`SweepSpec` holds lists for every axis (from flags and/or a YAML file); `SweepSpec.cells()` crosses
+them into `Cell`s. A cell's id is a hash of its complete settings (method hyperparameters included,
+with their defaults filled in), so the same work always has the same id and finished work is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.errors import UserError
+from methods import METHODS, get_method
+from methods.init import WEIGHT_INITS
+
+GRANULARITIES = ("unstructured", "structured")
+REGIMES = ("strong",)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: one method on one model and dataset at one target and seed."""
+
+    method: str
+    arch: str
+    dataset: str
+    target_sparsity: float
+    seed: int
+    granularity: str = "unstructured"
+    regime: str = "strong"
+    epochs: int = 10
+    batch_size: int = 128
+    weight_init: str = "signed_constant"
+    exclude: tuple[str, ...] = ()
+    val_size: float = 0.1
+    hparams: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def id(self) -> str:
+        settings = dataclasses.asdict(self)
+        settings["hparams"] = dict(self.hparams)
+        blob = json.dumps(settings, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def build_hparams(self):
+        return get_method(self.method).Hparams(**dict(self.hparams))
+
+
+def parse_value(raw: Any, typ: type, what: str) -> Any:
+    """Coerce a flag or YAML value to the dataclass field's type, with a clear error."""
+    if isinstance(raw, typ) and not (typ is int and isinstance(raw, bool)):
+        return raw
+    try:
+        if typ is bool:
+            if str(raw).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(raw).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        return typ(raw)
+    except (TypeError, ValueError):
+        raise UserError(f"{what}: expected {typ.__name__}, got {raw!r}") from None
+
+
+def method_hparams(method: str, overrides: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The method's full hyperparameters (defaults filled in) with `overrides` applied and validated."""
+    cls = get_method(method).Hparams
+    types = {f.name: type(f.default) for f in fields(cls)}
+    for key in overrides:
+        if key not in types:
+            raise UserError(f"unknown hyperparameter {method}.{key}; {method} has: {', '.join(types)}")
+    values = {k: parse_value(v, types[k], f"{method}.{k}") for k, v in overrides.items()}
+    try:
+        hp = cls(**values)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return tuple(sorted(dataclasses.asdict(hp).items()))
+
+
+def parse_sets(items: list[str]) -> dict[str, dict[str, str]]:
+    """``["crbg.lr=0.01", ...]`` -> ``{"crbg": {"lr": "0.01"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, param = key.partition(".")
+        if not sep or not dot or not param:
+            raise UserError(f"--set {item!r}: expected METHOD.PARAM=VALUE, e.g. crbg.lr=0.01")
+        out.setdefault(method.strip(), {})[param.strip()] = value.strip()
+    return out
+
+
+@dataclass
+class SweepSpec:
+    """Every axis of a sweep plus the run settings. Field names are the YAML keys and the flags."""
+
+    methods: list[str] = field(default_factory=lambda: ["crbg", "edgepopup"])
+    arch: list[str] = field(default_factory=lambda: ["lenet300"])
+    dataset: list[str] = field(default_factory=lambda: ["mnist"])
+    sparsity: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    granularity: list[str] = field(default_factory=lambda: ["unstructured"])
+    regime: str = "strong"
+    epochs: int = 10
+    batch_size: int = 128
+    weight_init: str = "signed_constant"
+    exclude: list[str] = field(default_factory=list)
+    val_size: float = 0.1
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    device: str = "auto"
+    data_root: str | None = None
+    out: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        for m in self.methods:
+            if m not in METHODS:
+                raise UserError(f"unknown method {m!r}; available: {', '.join(sorted(METHODS))}")
+        for s in self.sparsity:
+            if not 0.0 < s < 1.0:
+                raise UserError(f"sparsity {s} is outside (0, 1)")
+        for g in self.granularity:
+            if g not in GRANULARITIES:
+                raise UserError(f"unknown granularity {g!r}; choose from {', '.join(GRANULARITIES)}")
+        if self.regime not in REGIMES:
+            raise UserError(f"unknown regime {self.regime!r}; available: {', '.join(REGIMES)}")
+        if self.weight_init not in WEIGHT_INITS:
+            raise UserError(f"unknown weight init {self.weight_init!r}; choose from {', '.join(WEIGHT_INITS)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise UserError("epochs and batch size must be at least 1")
+        if not 0.0 < self.val_size < 1.0:
+            raise UserError(f"val_size {self.val_size} is outside (0, 1)")
+        for m in self.hparams:
+            if m not in METHODS:
+                raise UserError(f"hyperparameters given for unknown method {m!r}")
+        self._method_hparams = {m: method_hparams(m, self.hparams.get(m, {})) for m in self.methods}
+
+    @classmethod
+    def from_sources(cls, config: Path | None, flags: dict[str, Any]) -> "SweepSpec":
+        """Defaults, then the YAML file, then the flags that were given (not None)."""
+        values: dict[str, Any] = load_yaml(config) if config else {}
+        for key, value in flags.items():
+            if value is None:
+                continue
+            if key == "hparams":
+                for method, params in value.items():
+                    values.setdefault("hparams", {}).setdefault(method, {}).update(params)
+            else:
+                values[key] = value
+        return build_spec(cls, values, str(config) if config else "flags")
+
+    def cells(self) -> list[Cell]:
+        out = []
+        for method, arch, dataset, gran, target, seed in itertools.product(
+                self.methods, self.arch, self.dataset, self.granularity, self.sparsity, self.seeds):
+            if gran not in get_method(method).granularities:
+                continue
+            out.append(Cell(method=method, arch=arch, dataset=dataset, target_sparsity=float(target),
+                            seed=int(seed), granularity=gran, regime=self.regime, epochs=self.epochs,
+                            batch_size=self.batch_size, weight_init=self.weight_init,
+                            exclude=tuple(self.exclude), val_size=self.val_size,
+                            hparams=self._method_hparams[method]))
+        if not out:
+            raise UserError(f"no cell to run: none of the methods {self.methods} supports granularity "
+                            f"{self.granularity}")
+        return out
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{'-'.join(self.arch)}_{'-'.join(self.dataset)}".replace(":", "_").replace("/", "_")
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"malformed YAML in {path}{where}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def build_spec(cls: type[SweepSpec], values: dict[str, Any], source: str) -> SweepSpec:
+    """Validate keys and coerce scalars/lists to the declared field types."""
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise UserError(f"{source}: unknown setting {key!r}; known: {', '.join(known)}")
+        default = known[key].default_factory() if known[key].default_factory is not dataclasses.MISSING \
+            else known[key].default
+        if isinstance(default, list):
+            items = value if isinstance(value, list) else [value]
+            elem = {"sparsity": float, "seeds": int}.get(key, str)
+            kwargs[key] = [parse_value(v, elem, f"{source}: {key}") for v in items]
+        elif key == "hparams":
+            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+                raise UserError(f"{source}: hparams must map method -> {{param: value}}")
+            kwargs[key] = value
+        elif value is not None and default is not None:
+            kwargs[key] = parse_value(value, type(default), f"{source}: {key}")
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)

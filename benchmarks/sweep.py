@@ -1,0 +1,140 @@
+"""Run a sweep: cells -> trainer(pruner(model)) -> rows -> CSVs, skipping cells already finished."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+import benchmarks
+from benchmarks.data import Splits, data_root, load_dataset
+from benchmarks.errors import UserError
+from benchmarks.results import CURVES, LAYERS, RUNS, append_rows, finished_cells, prepare_out, save_masks
+from benchmarks.spec import Cell, SweepSpec
+from benchmarks.trainer import resolve_device, train
+from benchmarks.zoo import MODELS, build_model
+from methods import Pruner, get_method
+
+
+def versions(device: torch.device) -> dict[str, str]:
+    import timm
+    import torchvision
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {"device": f"{device.type}:{name}", "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "timm": timm.__version__, "python": platform.python_version(), "ticketbench": benchmarks.__version__}
+
+
+@dataclass
+class CellResult:
+    run: dict[str, Any]
+    curves: list[dict[str, Any]]
+    layers: list[dict[str, Any]]
+    masks: dict[str, torch.Tensor] | None
+
+
+def build_pruner(cell: Cell, splits: Splits) -> Pruner:
+    """Seed, build the model, attach the method. Model and mask initialisation use the cell's seed."""
+    torch.manual_seed(cell.seed)
+    model = build_model(cell.arch, splits.num_classes, splits.input_shape)
+    return get_method(cell.method)(model, cell.target_sparsity, cell.granularity, cell.build_hparams(),
+                                   exclude=cell.exclude, weight_init=cell.weight_init)
+
+
+def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = True) -> CellResult:
+    """Run one cell and turn its outcome into rows. A failure inside the cell becomes a failed row."""
+    start = time.time()
+    base = {"cell": cell.id, "method": cell.method, "granularity": cell.granularity, "regime": cell.regime,
+            "arch": cell.arch, "dataset": cell.dataset, "target_sparsity": cell.target_sparsity}
+    try:
+        pruner = build_pruner(cell, splits)
+        result = train(pruner, splits, cell.epochs, cell.batch_size, device, cell.seed, progress)
+    except (RuntimeError, ValueError, FloatingPointError) as e:
+        run = {**base, "seed": cell.seed, "epochs": cell.epochs, "batch_size": cell.batch_size,
+               "wall_s": round(time.time() - start, 2), **versions(device), "status": "failed",
+               "error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
+        return CellResult(run, [], [], None)
+    report = pruner.report()
+    run = {
+        **base,
+        "sparsity": report.sparsity,
+        "unit_sparsity": report.unit_sparsity,
+        "seed": cell.seed, "epochs": cell.epochs, "batch_size": cell.batch_size,
+        "test_acc": result.test_acc, "val_acc": result.val_acc,
+        "prunable_weights": report.weights, "kept_weights": report.kept,
+        "weight_init": cell.weight_init, "exclude": ";".join(cell.exclude), "val_size": cell.val_size,
+        "bn_recalibrated": result.bn_recalibrated,
+        "wall_s": round(time.time() - start, 2), **versions(device),
+        **{f"hp_{k}": v for k, v in pruner.record().items()},
+        "status": "ok", "error": "",
+    }
+    key = {"cell": cell.id, "method": cell.method, "granularity": cell.granularity,
+           "target_sparsity": cell.target_sparsity, "seed": cell.seed}
+    curves = [{**key, **row} for row in result.curves]
+    layers = [{"cell": cell.id, "layer": layer.name, "shape": layer.shape, "weights": layer.weights,
+               "kept": layer.kept, "sparsity": layer.sparsity, "units": layer.units, "units_kept": layer.units_kept}
+              for layer in report.layers]
+    return CellResult(run, curves, layers, pruner.masks())
+
+
+def write_cell(out: Path, result: CellResult) -> None:
+    """Masks, curves and layers first; the runs.csv row last marks the cell finished."""
+    if result.masks is not None:
+        save_masks(out, result.run["cell"], result.masks)
+    append_rows(out / CURVES, result.curves)
+    append_rows(out / LAYERS, result.layers)
+    append_rows(out / RUNS, [result.run])
+
+
+def check_spec(spec: SweepSpec, device: torch.device) -> None:
+    """Fail before any work on names and devices that cannot run."""
+    for arch in spec.arch:
+        if arch.startswith("timm:"):
+            import timm
+
+            if arch.removeprefix("timm:") not in timm.list_models():
+                raise UserError(f"unknown timm model {arch!r} (see timm.list_models())")
+        elif arch not in MODELS:
+            raise UserError(f"unknown arch {arch!r}; available: {', '.join(sorted(MODELS))}, or timm:<name>")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available")
+
+
+def output_dir(spec: SweepSpec) -> Path:
+    return Path(spec.out) if spec.out else Path("results") / spec.run_name
+
+
+def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True) -> tuple[Path, list[dict[str, Any]]]:
+    """Run every cell of `spec` not already finished in the output folder; return the folder and new rows."""
+    try:
+        device = resolve_device(spec.device)
+    except RuntimeError as e:
+        raise UserError(f"bad device {spec.device!r}: {e}") from None
+    check_spec(spec, device)
+    out = output_dir(spec)
+    prepare_out(out)
+    cells = spec.cells()
+    done = finished_cells(out)
+    todo = [c for c in cells if c.id not in done]
+    root = data_root(spec.data_root)
+    splits = {name: load_dataset(name, root, download=download, val_size=spec.val_size)
+              for name in dict.fromkeys(c.dataset for c in todo)}
+    tqdm.write(f"bench: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run -> {out}")
+    rows = []
+    bar = tqdm(todo, desc="sweep", unit="cell", disable=not progress)
+    for cell in bar:
+        bar.set_postfix_str(f"{cell.method} {cell.arch} s={cell.target_sparsity} seed={cell.seed}")
+        result = run_cell(cell, splits[cell.dataset], device, progress)
+        write_cell(out, result)
+        rows.append(result.run)
+        r = result.run
+        msg = (f"test {r['test_acc']:.2f}% sparsity {r['sparsity']:.4f}" if r["status"] == "ok"
+               else f"FAILED {r['error']}")
+        tqdm.write(f"  {cell.method:<10} {cell.granularity:<12} {cell.arch} {cell.dataset} "
+                   f"target {cell.target_sparsity} seed {cell.seed}: {msg} ({r['wall_s']:.0f}s)")
+    return out, rows

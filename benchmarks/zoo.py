@@ -1,0 +1,144 @@
+"""Models by name. Every builder takes ``(num_classes, input_shape)`` and returns an ``nn.Module``.
+
+Strong-ticket conventions: the classic nets have no biases, BatchNorm is built with ``affine=False``
+(running statistics still update), and the pruner freezes every model parameter, so biases, norms and
+embeddings stay at their initial values. Any timm model is available as ``timm:<name>`` (never with
+pretrained weights). Register your own with `register_model`.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Callable
+
+import torch
+from torch import nn
+
+from benchmarks.errors import UserError
+
+ModelFn = Callable[[int, tuple[int, ...]], nn.Module]
+MODELS: dict[str, ModelFn] = {}
+FrozenBN = partial(nn.BatchNorm2d, affine=False)
+
+
+def register_model(name: str) -> Callable[[ModelFn], ModelFn]:
+    """Decorator: ``@register_model("mynet")`` on ``fn(num_classes, input_shape) -> nn.Module``
+    makes ``bench run --arch mynet`` work."""
+
+    def deco(fn: ModelFn) -> ModelFn:
+        MODELS[name] = fn
+        return fn
+
+    return deco
+
+
+def build_model(name: str, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    if name.startswith("timm:"):
+        return _timm(name.removeprefix("timm:"), num_classes, input_shape)
+    if name not in MODELS:
+        raise UserError(f"unknown arch {name!r}; available: {', '.join(sorted(MODELS))}, or timm:<name>")
+    return MODELS[name](num_classes, input_shape)
+
+
+@register_model("lenet300")
+def lenet300(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """LeNet-300-100: fully connected 784-300-100-10, no biases."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(math.prod(input_shape), 300, bias=False), nn.ReLU(),
+        nn.Linear(300, 100, bias=False), nn.ReLU(),
+        nn.Linear(100, num_classes, bias=False),
+    )
+
+
+CONV_WIDTHS = {2: (64,), 4: (64, 128), 6: (64, 128, 256), 8: (64, 128, 256, 512)}
+
+
+def conv_net(depth: int, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """Conv-N of Frankle & Carbin / Edge-Popup: pairs of 3x3 convs then 2x2 max-pool, FC 256-256-classes,
+    no biases, no BatchNorm."""
+    layers: list[nn.Module] = []
+    c, h, w = input_shape
+    for width in CONV_WIDTHS[depth]:
+        layers += [nn.Conv2d(c, width, 3, padding=1, bias=False), nn.ReLU(),
+                   nn.Conv2d(width, width, 3, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2)]
+        c, h, w = width, h // 2, w // 2
+    layers += [nn.Flatten(), nn.Linear(c * h * w, 256, bias=False), nn.ReLU(),
+               nn.Linear(256, 256, bias=False), nn.ReLU(), nn.Linear(256, num_classes, bias=False)]
+    return nn.Sequential(*layers)
+
+
+for _depth in CONV_WIDTHS:
+    register_model(f"conv{_depth}")(partial(conv_net, _depth))
+
+
+def drop_bn_affine(model: nn.Module) -> nn.Module:
+    """Turn every BatchNorm into affine=False (torchvision's ResNet init needs the affine parameters)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.affine = False
+            m.register_parameter("weight", None)
+            m.register_parameter("bias", None)
+    return model
+
+
+def _cifar_stem(model: nn.Module, in_channels: int) -> nn.Module:
+    """torchvision ResNets adapted to 32x32 inputs: 3x3 stride-1 stem, no max-pool."""
+    model.conv1 = nn.Conv2d(in_channels, model.conv1.out_channels, 3, 1, 1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def _torchvision_resnet(builder: str, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """torchvision ResNet with affine-free BatchNorm; 3x3 stem without max-pool for inputs up to 64 px."""
+    import torchvision
+
+    model = drop_bn_affine(getattr(torchvision.models, builder)(weights=None, num_classes=num_classes))
+    return _cifar_stem(model, input_shape[0]) if input_shape[-1] <= 64 else model
+
+
+register_model("resnet18")(partial(_torchvision_resnet, "resnet18"))
+register_model("resnet50")(partial(_torchvision_resnet, "resnet50"))
+register_model("wrn50")(partial(_torchvision_resnet, "wide_resnet50_2"))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = FrozenBN(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = FrozenBN(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), FrozenBN(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+@register_model("resnet20")
+def resnet20(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """CIFAR ResNet-20 (He et al. 2016): 3 stages of 3 basic blocks, widths 16/32/64, 1x1 projection shortcuts."""
+    layers: list[nn.Module] = [nn.Conv2d(input_shape[0], 16, 3, 1, 1, bias=False), FrozenBN(16), nn.ReLU()]
+    cin = 16
+    for stage, width in enumerate((16, 32, 64)):
+        for block in range(3):
+            layers.append(_BasicBlock(cin, width, 2 if stage > 0 and block == 0 else 1))
+            cin = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes, bias=False)]
+    return nn.Sequential(*layers)
+
+
+def _timm(name: str, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    import timm
+
+    if name not in timm.list_models():
+        raise UserError(f"unknown timm model {name!r} (see timm.list_models())")
+    kwargs = dict(pretrained=False, num_classes=num_classes, in_chans=input_shape[0])
+    try:
+        return timm.create_model(name, img_size=input_shape[1:], **kwargs)
+    except TypeError:  # models without an img_size argument (convnets) take any size
+        return timm.create_model(name, **kwargs)

@@ -1,0 +1,340 @@
+"""The `Pruner` interface shared by every method, and the mask parametrization it builds on.
+
+A pruner attaches one `Mask` parametrization (``torch.nn.utils.parametrize``) to the weight of every
+prunable module, so any torchvision or timm model runs unchanged. A method subclasses `Mask`
+(what the mask is during search) and `Pruner` (its optimiser, penalty and schedules).
+
+Sparsity vocabulary follows ``shared/specs/README.md``: sparsity is the fraction of prunable weights
+(Linear and Conv weights; biases and norms are never counted) that the final binary mask removes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Iterator, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from methods.init import init_weight
+
+Granularity = Literal["unstructured", "structured"]
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def prunable_modules(model: nn.Module, exclude: tuple[str, ...] = ()) -> list[tuple[str, nn.Module]]:
+    """Every Linear/Conv module of `model` whose name matches none of the `exclude` glob patterns."""
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, PRUNABLE_TYPES) and not any(fnmatch.fnmatchcase(name, p) for p in exclude)
+    ]
+
+
+class Mask(nn.Module):
+    """Parametrization ``W -> W * mask``.
+
+    During search (``training=True``) the subclass's `search_mask` decides the (possibly relaxed)
+    mask. In evaluation the mask is always binary: the frozen final mask once `freeze` was called,
+    else the method's current `binary_mask`. ``structured`` masks have one entry per output unit and
+    are broadcast over the rest of the weight.
+    """
+
+    def __init__(self, weight: Tensor, structured: bool) -> None:
+        super().__init__()
+        self.structured = structured
+        self.weight_shape = tuple(weight.shape)
+        self.register_buffer("final", None)
+
+    @property
+    def mask_shape(self) -> tuple[int, ...]:
+        return (self.weight_shape[0],) if self.structured else self.weight_shape
+
+    def _broadcast(self, m: Tensor) -> Tensor:
+        return m.view(-1, *([1] * (len(self.weight_shape) - 1))) if self.structured else m
+
+    @abstractmethod
+    def search_mask(self) -> Tensor:
+        """The mask used in a training forward pass (float, differentiable w.r.t. the method's params)."""
+
+    @abstractmethod
+    def binary_mask(self) -> Tensor:
+        """The current binary mask (bool, shape `mask_shape`)."""
+
+    @abstractmethod
+    def scores(self) -> Tensor:
+        """A detached score per mask entry, larger = more important (used for exact projections)."""
+
+    def freeze(self, mask: Tensor) -> None:
+        self.final = mask.to(torch.bool)
+
+    def current_mask(self) -> Tensor:
+        return self.final if self.final is not None else self.binary_mask()
+
+    def forward(self, weight: Tensor) -> Tensor:
+        if self.final is not None:
+            m = self.final
+        elif self.training:
+            m = self.search_mask()
+        else:
+            m = self.binary_mask()
+        return weight * self._broadcast(m).to(weight.dtype)
+
+
+class FixedMask(Mask):
+    """An all-ones mask: the structured classifier, whose output units are the classes, is never gated."""
+
+    def __init__(self, weight: Tensor) -> None:
+        super().__init__(weight, structured=True)
+        self.freeze(torch.ones(self.mask_shape, dtype=torch.bool, device=weight.device))
+
+    def search_mask(self) -> Tensor:
+        return self.final
+
+    def binary_mask(self) -> Tensor:
+        return self.final
+
+    def scores(self) -> Tensor:
+        return self.final.float()
+
+
+@dataclass
+class LayerSparsity:
+    name: str
+    shape: tuple[int, ...]
+    weights: int
+    kept: int
+    units: int | None = None
+    units_kept: int | None = None
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.kept / self.weights
+
+
+@dataclass
+class SparsityReport:
+    layers: list[LayerSparsity] = field(default_factory=list)
+
+    @property
+    def weights(self) -> int:
+        return sum(layer.weights for layer in self.layers)
+
+    @property
+    def kept(self) -> int:
+        return sum(layer.kept for layer in self.layers)
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.kept / self.weights if self.weights else 0.0
+
+    @property
+    def unit_sparsity(self) -> float | None:
+        gated = [layer for layer in self.layers if layer.units is not None]
+        if not gated:
+            return None
+        return 1.0 - sum(layer.units_kept for layer in gated) / sum(layer.units for layer in gated)
+
+
+@dataclass
+class Hparams:
+    """Base for a method's hyperparameters: a typed dataclass that is the single source of truth."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Pruner(ABC):
+    """A method that finds a binary mask over a model's prunable weights.
+
+    Life cycle, driven by the trainer::
+
+        pruner = get_method("crbg")(model, sparsity=0.9, granularity="unstructured")
+        opt, sched = pruner.optimizer(total_steps)
+        loss = criterion(model(x), y) + pruner.penalty(); ...; pruner.on_step(step)
+        pruner.on_epoch(epoch)
+        pruner.finalize()                 # fixes the final binary mask (exact projection etc.)
+        pruner.masks(), pruner.report(), pruner.bake()
+    """
+
+    name: ClassVar[str]
+    Hparams: ClassVar[type[Hparams]]
+    granularities: ClassVar[tuple[str, ...]] = ("unstructured",)
+    mask_cls: ClassVar[type[Mask]]
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sparsity: float,
+        granularity: Granularity = "unstructured",
+        hparams: Hparams | None = None,
+        exclude: tuple[str, ...] = (),
+        weight_init: str = "signed_constant",
+    ) -> None:
+        if not 0.0 < sparsity < 1.0:
+            raise ValueError(f"sparsity must be in (0, 1), got {sparsity}")
+        if granularity not in self.granularities:
+            raise ValueError(f"method {self.name!r} supports granularity {self.granularities}, not {granularity!r}")
+        self.model = model
+        self.target = sparsity
+        self.granularity = granularity
+        self.hp = hparams if hparams is not None else self.Hparams()
+        self.weight_init = weight_init
+        self.structured = granularity == "structured"
+        self.layers = prunable_modules(model, exclude)
+        if not self.layers:
+            raise ValueError("the model has no prunable (Linear/Conv) module left after exclusions")
+        self._attach()
+
+    # -- construction -------------------------------------------------------------------------
+    def _attach(self) -> None:
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        last = self.layers[-1][1]
+        for _, module in self.layers:
+            init_weight(module.weight, self.weight_init, density=1.0 - self.target)
+            if self.structured and module is last:
+                mask: Mask = FixedMask(module.weight)
+            else:
+                mask = self.make_mask(module.weight, self.structured)
+            parametrize.register_parametrization(module, "weight", mask, unsafe=True)
+
+    def make_mask(self, weight: Tensor, structured: bool) -> Mask:
+        return self.mask_cls(weight, structured, self.hp)
+
+    def mask_modules(self) -> Iterator[tuple[str, nn.Module, Mask]]:
+        for name, module in self.layers:
+            yield name, module, module.parametrizations.weight[0]
+
+    def gated(self) -> list[Mask]:
+        """The masks the method searches (all but a structured classifier's fixed one)."""
+        return [mask for _, _, mask in self.mask_modules() if not isinstance(mask, FixedMask)]
+
+    # -- what a method provides -----------------------------------------------------------------
+    def parameters(self) -> list[nn.Parameter]:
+        """The tensors the method optimises."""
+        return [p for _, _, mask in self.mask_modules() for p in mask.parameters()]
+
+    @abstractmethod
+    def optimizer(self, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+        """The method's optimiser over `parameters()` and a per-step LR scheduler (or None)."""
+
+    def penalty(self) -> Tensor:
+        """Regulariser added to the loss; zero for methods without one."""
+        return torch.zeros((), device=self.device)
+
+    def on_step(self, step: int) -> None:
+        """Called after every optimiser step (schedules, dual updates)."""
+
+    def on_epoch(self, epoch: int) -> None:
+        """Called after every epoch."""
+
+    def state(self) -> dict[str, float]:
+        """Scalar method state worth logging per epoch (lambda, temperature, ...)."""
+        return {}
+
+    def record(self) -> dict[str, Any]:
+        """Everything that identifies how the result was produced: hyperparameters and protocol choices."""
+        return {**self.hp.to_dict(), "weight_init": self.weight_init}
+
+    def finalize(self) -> None:
+        """Fix the final binary masks. Default: the current binary masks as they are."""
+        for mask in self.gated():
+            mask.freeze(mask.binary_mask())
+
+    # -- shared machinery ------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.layers[0][1].parametrizations.weight.original.device
+
+    def project_global(self, density: float) -> None:
+        """Exact projection: keep the `density` fraction of mask entries with the largest scores, globally."""
+        gated = self.gated()
+        flat = torch.cat([mask.scores().flatten() for mask in gated])
+        keep = max(1, round(density * flat.numel()))
+        threshold = kth_largest(flat, keep)
+        for mask in gated:
+            mask.freeze(mask.scores() >= threshold)
+
+    def masks(self) -> dict[str, Tensor]:
+        """The binary mask of every prunable weight, broadcast to the weight's full shape."""
+        out = {}
+        for name, _, mask in self.mask_modules():
+            m = mask._broadcast(mask.current_mask().to(torch.bool))
+            out[name] = m.expand(mask.weight_shape).clone().cpu()
+        return out
+
+    def report(self) -> SparsityReport:
+        """Achieved sparsity, global and per layer. For structured masks, the columns of units removed
+        upstream are counted as removed where the model is a plain chain (see `chained_inputs`)."""
+        masks = self.masks()
+        if self.structured:
+            masks = remove_dead_columns(self.model, self.layers, masks)
+        rep = SparsityReport()
+        for name, _, mask in self.mask_modules():
+            m = masks[name]
+            units = units_kept = None
+            if mask.structured and not isinstance(mask, FixedMask):
+                unit_mask = mask.current_mask()
+                units, units_kept = unit_mask.numel(), int(unit_mask.sum())
+            rep.layers.append(LayerSparsity(name, tuple(m.shape), m.numel(), int(m.sum()), units, units_kept))
+        return rep
+
+    def bake(self) -> nn.Module:
+        """Remove the parametrizations, leaving plain weights W * mask in the model (for export)."""
+        masks = self.masks()
+        for name, module in self.layers:
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+            with torch.no_grad():
+                module.weight.mul_(masks[name].to(module.weight.device, module.weight.dtype))
+        return self.model
+
+
+def kth_largest(x: Tensor, k: int) -> Tensor:
+    """The k-th largest value of a 1-D tensor, by selection (no full sort)."""
+    return torch.kthvalue(x.float().cpu() if x.device.type == "mps" else x.float(), x.numel() - k + 1).values
+
+
+def chained_inputs(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> dict[str, str]:
+    """Map each prunable module to the prunable module that feeds it, where that is certain.
+
+    Only models that are one `nn.Sequential` of prunable layers separated by shape-preserving
+    element-wise modules (activations, pooling, dropout, flatten) qualify; for anything else
+    (residual nets, transformers) the map is empty and structured sparsity counts rows only.
+    """
+    if not isinstance(model, nn.Sequential):
+        return {}
+    passthrough = (nn.ReLU, nn.Flatten, nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Identity, nn.BatchNorm1d,
+                   nn.BatchNorm2d, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU)
+    names = {id(m): n for n, m in layers}
+    feeds, prev = {}, None
+    for child in model.children():
+        if id(child) in names:
+            if prev is not None:
+                feeds[names[id(child)]] = prev
+            prev = names[id(child)]
+        elif not isinstance(child, passthrough):
+            return {}
+    return feeds
+
+
+def remove_dead_columns(model: nn.Module, layers: list[tuple[str, nn.Module]], masks: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Zero the input columns of each layer whose feeding unit is gated off (structured accounting)."""
+    out = dict(masks)
+    for name, src in chained_inputs(model, layers).items():
+        alive = out[src].flatten(1).any(dim=1)  # units of the feeding layer with any weight kept
+        m = out[name]
+        per_unit = m.shape[1] // alive.numel()  # >1 after flattening conv channels into features
+        col = alive.repeat_interleave(per_unit) if per_unit > 0 else alive
+        if col.numel() != m.shape[1]:
+            continue
+        out[name] = m & col.view(1, -1, *([1] * (m.dim() - 2)))
+    return out
+
+
+def normal_cdf(x: Tensor) -> Tensor:
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))

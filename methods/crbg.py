@@ -1,0 +1,127 @@
+"""CRBG: continuously relaxed Bernoulli gates (Tsayag and Lindenbaum, 2026). See ``shared/specs/crbg.md``.
+
+Gate z = clamp(mu + eps, 0, 1), eps ~ N(0, sigma^2) fresh each forward; penalty
+lambda * mean Phi(mu / sigma) (the expected fraction of open gates, so lambda means the same on any
+model size); final mask 1[mu > threshold]. A target sparsity is reached by dual ascent on lambda
+(``target_mode`` "dual"), an exact global projection of mu at the end ("project"), or both (default).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from methods.base import Hparams, Mask, Pruner, normal_cdf
+from methods.schedules import lr_schedule
+
+TARGET_MODES = ("dual+project", "dual", "project", "none")
+
+
+@dataclass
+class CRBGHparams(Hparams):
+    lr: float = 1e-2
+    sigma: float = 0.5
+    mu_init: float = 0.5
+    mu_init_noise: float = 0.01
+    threshold: float = 0.5
+    lam: float = 1.0
+    lam_lr: float = 0.01
+    lam_down: float = 10.0
+    ramp: float = 0.5
+    target_mode: str = "dual+project"
+    schedule: str = "constant"
+
+    def __post_init__(self) -> None:
+        if self.target_mode not in TARGET_MODES:
+            raise ValueError(f"crbg.target_mode must be one of {', '.join(TARGET_MODES)}, got {self.target_mode!r}")
+        if self.sigma <= 0:
+            raise ValueError(f"crbg.sigma must be > 0, got {self.sigma}")
+
+
+class CRBGMask(Mask):
+    def __init__(self, weight: Tensor, structured: bool, hp: CRBGHparams) -> None:
+        super().__init__(weight, structured)
+        mu = torch.full(self.mask_shape, hp.mu_init, device=weight.device)
+        mu += hp.mu_init_noise * torch.randn_like(mu)
+        self.mu = torch.nn.Parameter(mu)
+        self.sigma = hp.sigma
+        self.threshold = hp.threshold
+
+    def search_mask(self) -> Tensor:
+        noise = torch.randn_like(self.mu).mul_(self.sigma)
+        return (self.mu + noise).clamp_(0.0, 1.0)
+
+    def binary_mask(self) -> Tensor:
+        return self.mu.detach() > self.threshold
+
+    def scores(self) -> Tensor:
+        return self.mu.detach()
+
+
+class CRBG(Pruner):
+    """Unstructured (gate per weight) or structured (gate per output neuron / channel)."""
+
+    name = "crbg"
+    Hparams = CRBGHparams
+    granularities = ("unstructured", "structured")
+    mask_cls = CRBGMask
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.log_lam = math.log(self.hp.lam)
+        self._gates = self.gated()
+        self._n_gates = sum(m.mu.numel() for m in self._gates)
+        self.total_steps = 1
+        self.start_density = self.gate_density()
+
+    @property
+    def lam(self) -> float:
+        return math.exp(self.log_lam)
+
+    def optimizer(self, total_steps: int):
+        self.total_steps = total_steps
+        opt = torch.optim.Adam(self.parameters(), lr=self.hp.lr)
+        return opt, lr_schedule(opt, self.hp.schedule, total_steps)
+
+    def penalty(self) -> Tensor:
+        """lambda * expected fraction of open gates (mean over gates of Phi(mu / sigma))."""
+        total = sum(normal_cdf(m.mu / self.hp.sigma).sum() for m in self._gates)
+        return self.lam * total / self._n_gates
+
+    @torch.no_grad()
+    def gate_density(self) -> float:
+        """Fraction of gates whose binary value is 1 right now (the quantity the target constrains)."""
+        return float(sum((m.mu > self.hp.threshold).sum() for m in self._gates)) / self._n_gates
+
+    def on_step(self, step: int) -> None:
+        if "dual" in self.hp.target_mode:
+            # Dual ascent in log-space on the constraint density <= target_density(step), with the
+            # relative error clipped to [-1, 1]. A gate pushed below 0 loses its task gradient, so an
+            # overshoot cannot be undone: lambda falls `lam_down` times faster than it rises.
+            err = max(-1.0, min(1.0, self.gate_density() / self.target_density(step) - 1.0))
+            rate = self.hp.lam_lr * (self.hp.lam_down if err < 0 else 1.0)
+            self.log_lam = min(12.0, max(-12.0, self.log_lam + rate * err))
+
+    def target_density(self, step: int) -> float:
+        """Cubic ramp (Zhu & Gupta 2017) from the initial gate density to 1 - target over the first `ramp`
+        fraction of steps. Gates pushed below 0 get no task gradient any more, so sparsity only ratchets
+        up: approaching the target slowly from above avoids overshooting it."""
+        final = 1.0 - self.target
+        start = max(final, self.start_density)
+        t = min(1.0, step / max(1.0, self.hp.ramp * self.total_steps))
+        return final + (start - final) * (1.0 - t) ** 3
+
+    def state(self) -> dict[str, float]:
+        return {"lambda": self.lam}
+
+    def finalize(self) -> None:
+        if "project" in self.hp.target_mode:
+            self.project_global(1.0 - self.target)
+        else:
+            super().finalize()
+
+    def record(self) -> dict:
+        return {**super().record(), "penalty_norm": "mean_over_gates", "lambda_final": self.lam}

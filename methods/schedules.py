@@ -1,0 +1,25 @@
+"""Learning-rate schedules shared by every method (stepped once per optimiser step)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+SCHEDULES = ("cosine", "constant")
+
+
+def lr_schedule(opt: torch.optim.Optimizer, name: str, total_steps: int, warmup_steps: int = 0):
+    """A LambdaLR: linear warm-up for `warmup_steps`, then `name` (cosine to zero, or constant)."""
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if name == "constant":
+            return 1.0
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)

@@ -1,0 +1,165 @@
+"""The Pruner interface, CRBG and Edge-Popup on small models."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from benchmarks.zoo import build_model
+from methods import METHODS, get_method
+from methods.base import normal_cdf
+from methods.edgepopup import topk_mask
+from methods.init import init_weight
+
+
+def lenet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model("lenet300", 10, (1, 28, 28))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_attach_freezes_model_and_exposes_only_method_params(name):
+    model = lenet()
+    pruner = get_method(name)(model, 0.8)
+    for _, module in pruner.layers:
+        assert parametrize.is_parametrized(module, "weight")
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert trainable == {id(p) for p in pruner.parameters()}
+    assert len(pruner.parameters()) == 3  # one score/gate tensor per layer, first and last included
+
+
+def test_exclude_by_name_pattern():
+    pruner = get_method("edgepopup")(lenet(), 0.5, exclude=("1",))
+    assert [n for n, _ in pruner.layers] == ["3", "5"]
+
+
+def test_topk_mask_keeps_exact_count_without_sort():
+    x = torch.randn(10_000)
+    assert int(topk_mask(x, 1234).sum()) == 1234
+    assert bool(topk_mask(x, 1234)[x.argsort(descending=True)[:1234]].all())
+
+
+def test_edgepopup_layerwise_density_and_straight_through_gradient():
+    model = lenet()
+    pruner = get_method("edgepopup")(model, 0.9)
+    model.train()
+    model(torch.randn(8, 1, 28, 28)).sum().backward()
+    for name, _, mask in pruner.mask_modules():
+        assert mask.score.grad is not None and mask.score.grad.abs().sum() > 0
+        # pruned edges get gradient too (straight-through): not only the kept ones
+        assert (mask.score.grad[~mask.binary_mask()] != 0).any()
+    for layer in pruner.report().layers:
+        assert layer.kept == round(0.1 * layer.weights)
+
+
+def test_crbg_gate_relaxation_penalty_and_binary_eval():
+    model = lenet()
+    pruner = get_method("crbg")(model, 0.8)
+    mask = next(pruner.mask_modules())[2]
+    z = mask.search_mask()
+    assert z.min() >= 0 and z.max() <= 1 and ((z > 0) & (z < 1)).any()
+    gates = [m.mu for _, _, m in pruner.mask_modules()]
+    n = sum(g.numel() for g in gates)
+    expected = pruner.lam * sum(normal_cdf(g / 0.5).sum() for g in gates) / n
+    assert torch.allclose(pruner.penalty(), expected)
+    # eval uses the binary mask 1[mu > threshold], never the fractional gates
+    model.eval()
+    module = pruner.layers[0][1]
+    w = module.parametrizations.weight.original
+    assert torch.equal(module.weight, w * (mask.mu > 0.5).float())
+
+
+def test_crbg_gradient_is_reparameterised_inside_unit_interval():
+    pruner = get_method("crbg")(lenet(), 0.8)
+    mask = next(pruner.mask_modules())[2]
+    with torch.no_grad():
+        mask.mu.fill_(0.5)
+        mask.mu[0, :10] = -5.0  # always closed: clamp gives zero gradient
+    z = mask.search_mask()
+    z.sum().backward()
+    assert (mask.mu.grad[0, :10] == 0).all()
+    inside = (z > 0) & (z < 1)
+    assert torch.equal(mask.mu.grad, inside.float())  # dz/dmu = 1 inside (0, 1), 0 outside
+    assert abs(inside[1:].float().mean().item() - (2 * normal_cdf(torch.tensor(1.0)).item() - 1)) < 0.01
+
+
+@pytest.mark.parametrize("target", [0.5, 0.77, 0.9])
+def test_crbg_exact_projection_hits_target(target):
+    pruner = get_method("crbg")(lenet(), target)
+    pruner.finalize()
+    assert abs(pruner.report().sparsity - target) < 1e-4
+
+
+def test_crbg_dual_ascent_raises_lambda_when_too_dense():
+    pruner = get_method("crbg")(lenet(), 0.9)
+    pruner.optimizer(100)
+    with torch.no_grad():
+        for _, _, m in pruner.mask_modules():
+            m.mu.fill_(1.0)  # all gates open: density 1 > target density
+    lam0 = pruner.lam
+    for step in range(60, 70):
+        pruner.on_step(step)
+    assert pruner.lam > lam0 * 1.05
+
+
+def test_crbg_structured_counts_units_and_dead_columns():
+    model = lenet()
+    pruner = get_method("crbg")(model, 0.5, granularity="structured")
+    masks = [m for _, _, m in pruner.mask_modules()]
+    assert masks[0].mu.shape == (300,) and masks[1].mu.shape == (100,)
+    assert not list(masks[2].parameters())  # the classifier's output units (classes) are never gated
+    pruner.finalize()
+    rep = pruner.report()
+    assert abs(rep.unit_sparsity - 0.5) < 0.01
+    l1, l2, l3 = rep.layers
+    alive1 = int(masks[0].final.sum())
+    alive2 = int(masks[1].final.sum())
+    assert l1.kept == alive1 * 784
+    assert l2.kept == alive2 * alive1  # rows of removed units and columns fed by removed units
+    assert l3.kept == 10 * alive2
+    assert rep.sparsity > rep.unit_sparsity  # removing a unit removes its row and the next layer's column
+
+
+def test_structured_rejected_where_unsupported():
+    with pytest.raises(ValueError, match="granularity"):
+        get_method("edgepopup")(lenet(), 0.5, granularity="structured")
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_bake_gives_plain_model_with_same_function(name):
+    model = lenet()
+    pruner = get_method(name)(model, 0.8)
+    pruner.finalize()
+    x = torch.randn(4, 1, 28, 28)
+    model.eval()
+    before = model(x)
+    masks = pruner.masks()
+    baked = pruner.bake()
+    assert not any(parametrize.is_parametrized(m) for m in baked.modules())
+    assert torch.allclose(baked(x), before, atol=1e-6)
+    for name_, module in pruner.layers:
+        assert torch.equal(module.weight != 0, masks[name_])
+
+
+def test_weight_inits():
+    w = torch.empty(50, 200)
+    init_weight(w, "signed_constant")
+    assert torch.allclose(w.abs(), torch.full_like(w, math.sqrt(2 / 200)))
+    assert 0.4 < (w > 0).float().mean() < 0.6
+    init_weight(w, "scaled_signed_constant", density=0.25)
+    assert torch.allclose(w.abs(), torch.full_like(w, math.sqrt(2 / (200 * 0.25))))
+    init_weight(w, "uniform")
+    assert w.abs().max() <= math.sqrt(6 / 200) and w.abs().max() > 0.9 * math.sqrt(6 / 200)
+    init_weight(w, "kaiming_normal")
+    assert abs(w.std().item() - math.sqrt(2 / 200)) < 0.01
+    with pytest.raises(ValueError, match="unknown weight init"):
+        init_weight(w, "xavier")
+
+
+def test_sparsity_out_of_range():
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        get_method("crbg")(lenet(), 1.0)
