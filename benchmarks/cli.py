@@ -61,7 +61,7 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output folder (default results/<arch>_<dataset>)")
     run.add_argument("--name", help="name of the run folder under results/ when --out is not given")
     run.add_argument("--no-download", dest="download", action="store_false", help="never download data")
-    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars (they are off anyway when stderr is not a terminal)")
 
     lst = sub.add_parser("list", help="list the registered methods, archs or datasets")
     lst.add_argument("what", choices=["methods", "archs", "datasets"])
@@ -78,7 +78,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                            "data_root", "out", "name")}
     flags["hparams"] = parse_sets(args.sets)
     spec = SweepSpec.from_sources(args.config, flags)
-    out, rows = run_sweep(spec, progress=args.progress, download=args.download)
+    progress = args.progress and sys.stderr.isatty()  # bars on a terminal; one line per cell in logs
+    out, rows = run_sweep(spec, progress=progress, download=args.download)
     print(summary_table(out))
     failed = [r for r in rows if r["status"] != "ok"]
     for r in failed:

@@ -126,8 +126,9 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True) -> 
               for name in dict.fromkeys(c.dataset for c in todo)}
     tqdm.write(f"bench: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run -> {out}")
     rows = []
+    started = time.time()
     bar = tqdm(todo, desc="sweep", unit="cell", disable=not progress)
-    for cell in bar:
+    for i, cell in enumerate(bar, 1):
         bar.set_postfix_str(f"{cell.method} {cell.arch} s={cell.target_sparsity} seed={cell.seed}")
         result = run_cell(cell, splits[cell.dataset], device, progress)
         write_cell(out, result)
@@ -135,6 +136,7 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True) -> 
         r = result.run
         msg = (f"test {r['test_acc']:.2f}% sparsity {r['sparsity']:.4f}" if r["status"] == "ok"
                else f"FAILED {r['error']}")
-        tqdm.write(f"  {cell.method:<10} {cell.granularity:<12} {cell.arch} {cell.dataset} "
-                   f"target {cell.target_sparsity} seed {cell.seed}: {msg} ({r['wall_s']:.0f}s)")
+        eta = (time.time() - started) / i * (len(todo) - i)
+        tqdm.write(f"[{i}/{len(todo)}] {cell.method} {cell.granularity} {cell.arch} {cell.dataset} "
+                   f"target {cell.target_sparsity} seed {cell.seed}: {msg} ({r['wall_s']:.0f}s, ETA {eta:.0f}s)")
     return out, rows
