@@ -52,7 +52,8 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, help="search epochs per cell (default 10)")
     run.add_argument("--batch-size", dest="batch_size", type=int, help="batch size (default 128)")
     run.add_argument("--weight-init", dest="weight_init",
-                     help="frozen weights: signed_constant (default), kaiming_normal, uniform, scaled_*, keep")
+                     help="frozen weights: scaled_signed_constant (default), signed_constant, kaiming_normal, "
+                          "uniform, scaled_kaiming_normal, scaled_uniform, keep (scaled: fan_in x density)")
     run.add_argument("--exclude", type=csv_list(str), help="glob patterns of module names never masked")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                      help="override a method hyperparameter, e.g. crbg.lr=0.02 (repeatable)")

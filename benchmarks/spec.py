@@ -19,7 +19,7 @@ import yaml
 
 from benchmarks.errors import UserError
 from methods import METHODS, get_method
-from methods.init import WEIGHT_INITS
+from methods.init import DEFAULT_WEIGHT_INIT, WEIGHT_INITS
 
 GRANULARITIES = ("unstructured", "structured")
 REGIMES = ("strong",)
@@ -38,7 +38,7 @@ class Cell:
     regime: str = "strong"
     epochs: int = 10
     batch_size: int = 128
-    weight_init: str = "signed_constant"
+    weight_init: str = DEFAULT_WEIGHT_INIT
     exclude: tuple[str, ...] = ()
     val_size: float = 0.1
     hparams: tuple[tuple[str, Any], ...] = ()
@@ -110,7 +110,7 @@ class SweepSpec:
     regime: str = "strong"
     epochs: int = 10
     batch_size: int = 128
-    weight_init: str = "signed_constant"
+    weight_init: str = DEFAULT_WEIGHT_INIT
     exclude: list[str] = field(default_factory=list)
     val_size: float = 0.1
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)

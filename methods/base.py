@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from methods.init import init_weight
+from methods.init import DEFAULT_WEIGHT_INIT, init_weight
 
 Granularity = Literal["unstructured", "structured"]
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -173,7 +173,7 @@ class Pruner(ABC):
         granularity: Granularity = "unstructured",
         hparams: Hparams | None = None,
         exclude: tuple[str, ...] = (),
-        weight_init: str = "signed_constant",
+        weight_init: str = DEFAULT_WEIGHT_INIT,
     ) -> None:
         if not 0.0 < sparsity < 1.0:
             raise ValueError(f"sparsity must be in (0, 1), got {sparsity}")
@@ -239,7 +239,7 @@ class Pruner(ABC):
 
     def record(self) -> dict[str, Any]:
         """Everything that identifies how the result was produced: hyperparameters and protocol choices."""
-        return {**self.hp.to_dict(), "weight_init": self.weight_init}
+        return self.hp.to_dict()
 
     def finalize(self) -> None:
         """Fix the final binary masks. Default: the current binary masks as they are."""
@@ -296,7 +296,7 @@ class Pruner(ABC):
 
 def kth_largest(x: Tensor, k: int) -> Tensor:
     """The k-th largest value of a 1-D tensor, by selection (no full sort)."""
-    return torch.kthvalue(x.float().cpu() if x.device.type == "mps" else x.float(), x.numel() - k + 1).values
+    return torch.kthvalue(x, x.numel() - k + 1).values
 
 
 def chained_inputs(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> dict[str, str]:

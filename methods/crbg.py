@@ -71,18 +71,20 @@ class CRBG(Pruner):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.log_lam = math.log(self.hp.lam)
         self._gates = self.gated()
+        # lambda lives on the device so the per-step dual update needs no host-device sync
+        self.log_lam = torch.tensor(math.log(self.hp.lam), device=self.device)
         self._n_gates = sum(m.mu.numel() for m in self._gates)
         self.total_steps = 1
-        self.start_density = self.gate_density()
+        self.start_density = float(self.gate_density())
 
     @property
-    def lam(self) -> float:
-        return math.exp(self.log_lam)
+    def lam(self) -> Tensor:
+        return self.log_lam.exp()
 
     def optimizer(self, total_steps: int):
         self.total_steps = total_steps
+        self.log_lam = self.log_lam.to(self.device)  # the trainer may have moved the model
         opt = torch.optim.Adam(self.parameters(), lr=self.hp.lr)
         return opt, lr_schedule(opt, self.hp.schedule, total_steps)
 
@@ -92,18 +94,18 @@ class CRBG(Pruner):
         return self.lam * total / self._n_gates
 
     @torch.no_grad()
-    def gate_density(self) -> float:
+    def gate_density(self) -> Tensor:
         """Fraction of gates whose binary value is 1 right now (the quantity the target constrains)."""
-        return float(sum((m.mu > self.hp.threshold).sum() for m in self._gates)) / self._n_gates
+        return sum((m.mu > self.hp.threshold).sum() for m in self._gates) / self._n_gates
 
     def on_step(self, step: int) -> None:
         if "dual" in self.hp.target_mode:
             # Dual ascent in log-space on the constraint density <= target_density(step), with the
             # relative error clipped to [-1, 1]. A gate pushed below 0 loses its task gradient, so an
             # overshoot cannot be undone: lambda falls `lam_down` times faster than it rises.
-            err = max(-1.0, min(1.0, self.gate_density() / self.target_density(step) - 1.0))
-            rate = self.hp.lam_lr * (self.hp.lam_down if err < 0 else 1.0)
-            self.log_lam = min(12.0, max(-12.0, self.log_lam + rate * err))
+            err = (self.gate_density() / self.target_density(step) - 1.0).clamp(-1.0, 1.0)
+            rate = self.hp.lam_lr * torch.where(err < 0, self.hp.lam_down, 1.0)
+            self.log_lam = (self.log_lam + rate * err).clamp(-12.0, 12.0)
 
     def target_density(self, step: int) -> float:
         """Cubic ramp (Zhu & Gupta 2017) from the initial gate density to 1 - target over the first `ramp`
@@ -115,7 +117,7 @@ class CRBG(Pruner):
         return final + (start - final) * (1.0 - t) ** 3
 
     def state(self) -> dict[str, float]:
-        return {"lambda": self.lam}
+        return {"lambda": float(self.lam)}
 
     def finalize(self) -> None:
         if "project" in self.hp.target_mode:
@@ -124,4 +126,4 @@ class CRBG(Pruner):
             super().finalize()
 
     def record(self) -> dict:
-        return {**super().record(), "penalty_norm": "mean_over_gates", "lambda_final": self.lam}
+        return {**super().record(), "penalty_norm": "mean_over_gates", "lambda_final": float(self.lam)}
