@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,11 @@ from benchmarks.spec import Cell, SweepSpec
 from benchmarks.trainer import resolve_device, train
 from benchmarks.zoo import MODELS, build_model
 from methods import Pruner, get_method
+
+
+def log(message: str) -> None:
+    """A progress line on stderr that does not break the progress bars (stdout carries the results)."""
+    tqdm.write(message, file=sys.stderr)
 
 
 def versions(device: torch.device) -> dict[str, str]:
@@ -124,7 +130,7 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True) -> 
     root = data_root(spec.data_root)
     splits = {name: load_dataset(name, root, download=download, val_size=spec.val_size)
               for name in dict.fromkeys(c.dataset for c in todo)}
-    tqdm.write(f"bench: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run -> {out}")
+    log(f"bench: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run -> {out}")
     rows = []
     started = time.time()
     bar = tqdm(todo, desc="sweep", unit="cell", disable=not progress)
@@ -137,6 +143,6 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True) -> 
         msg = (f"test {r['test_acc']:.2f}% sparsity {r['sparsity']:.4f}" if r["status"] == "ok"
                else f"FAILED {r['error']}")
         eta = (time.time() - started) / i * (len(todo) - i)
-        tqdm.write(f"[{i}/{len(todo)}] {cell.method} {cell.granularity} {cell.arch} {cell.dataset} "
+        log(f"[{i}/{len(todo)}] {cell.method} {cell.granularity} {cell.arch} {cell.dataset} "
                    f"target {cell.target_sparsity} seed {cell.seed}: {msg} ({r['wall_s']:.0f}s, ETA {eta:.0f}s)")
     return out, rows

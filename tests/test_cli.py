@@ -65,7 +65,11 @@ def test_structured_rows_report_units_and_weights(tmp_path, mnist_data_root, cap
     (row,) = read(out / "runs.csv")
     assert row["granularity"] == "structured"
     assert abs(float(row["unit_sparsity"]) - 0.77) < 0.01
-    assert float(row["sparsity"]) > float(row["unit_sparsity"])
+    l1, l2, l3 = read(out / "layers.csv")
+    u1, u2 = int(l1["units_kept"]), int(l2["units_kept"])
+    assert (int(l1["kept"]), int(l2["kept"]), int(l3["kept"])) == (u1 * 784, u2 * u1, 10 * u2)
+    assert (u1 + u2) == round(400 * (1 - 0.77))
+    assert float(row["sparsity"]) == pytest.approx(1 - (u1 * 784 + u2 * u1 + 10 * u2) / 266200)
 
 
 def test_config_file_and_flags_override(tmp_path, mnist_data_root, capsys):
