@@ -1,0 +1,68 @@
+"""Datasets: MNIST from idx files, the fixed validation split, folders, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.cli import main
+from benchmarks.data import batches, crop_flip, data_root, load_dataset
+from benchmarks.errors import UserError
+
+
+def test_mnist_splits_and_counts(mnist_data_root):
+    s = load_dataset("mnist", mnist_data_root, download=False)
+    assert (len(s.train), len(s.val), len(s.test)) == (54_000, 6_000, 10_000)
+    assert s.test.tensors[1].bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    x = s.transform(s.train.tensors[0][:2000])
+    assert abs(x.mean().item()) < 0.05 and abs(x.std().item() - 1) < 0.05
+    again = load_dataset("mnist", mnist_data_root, download=False)
+    assert torch.equal(again.val.tensors[1], s.val.tensors[1])  # the held-out split is fixed
+
+
+def test_data_root_flag_then_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("TICKETBENCH_DATA", str(tmp_path))
+    assert data_root(None) == tmp_path
+    assert str(data_root("elsewhere")) == "elsewhere"
+
+
+def test_missing_cifar_names_the_folder(tmp_path):
+    with pytest.raises(UserError, match="cifar-10-batches-py"):
+        load_dataset("cifar10", tmp_path, download=False)
+
+
+def test_imagenet_folder(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            folder = tmp_path / "imagenet" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(5):
+                Image.new("RGB", (40, 30), (i * 40, 0, 0)).save(folder / f"{i}.png")
+    s = load_dataset("imagenet", tmp_path, val_size=0.2)
+    assert (len(s.train), len(s.val), len(s.test), s.num_classes) == (8, 2, 10, 2)
+    xb, yb = next(batches(s.train, 4, torch.device("cpu")))
+    assert xb.shape == (4, 3, 224, 224) and yb.shape == (4,)
+    with pytest.raises(UserError, match="ImageNet not found"):
+        load_dataset("imagenet", tmp_path / "nothing")
+
+
+def test_crop_flip_is_a_padded_crop_maybe_flipped():
+    x = torch.rand(16, 3, 8, 8)
+    torch.manual_seed(0)
+    y = crop_flip(x, pad=2)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    flips = 0
+    for i in range(len(x)):
+        matches = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
+                   if torch.equal(y[i], (lambda c: c.flip(2) if f else c)(padded[i, :, dy:dy + 8, dx:dx + 8]))]
+        assert matches, f"image {i} is not a crop of its padded input"
+        flips += matches[0][2]
+    assert 0 < flips < len(x)
+
+
+def test_bench_list(capsys):
+    for what, expected in (("methods", "crbg"), ("archs", "lenet300"), ("datasets", "mnist")):
+        assert main(["list", what]) == 0
+        assert expected in capsys.readouterr().out
