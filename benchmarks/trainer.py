@@ -63,6 +63,19 @@ def recalibrate_bn(model: nn.Module, splits: Splits, batch_size: int, device: to
     return True
 
 
+def search_step(model: nn.Module, pruner: Pruner, opt: torch.optim.Optimizer, sched: Any, criterion: nn.Module,
+                x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
+    """One mask-search step; returns the detached loss (no host-device sync)."""
+    loss = criterion(model(x), y) + pruner.penalty()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+    pruner.on_step(step)
+    return loss.detach()
+
+
 def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: torch.device, seed: int,
           progress: bool = True) -> TrainResult:
     """Search the mask for `epochs` epochs, fix it (`pruner.finalize`), and evaluate."""
@@ -80,14 +93,7 @@ def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: 
         for xb, yb in batches(splits.train, batch_size, device, shuffle=True, generator=shuffle):
             if splits.augment is not None:
                 xb = splits.augment(xb)
-            loss = criterion(model(splits.transform(xb)), yb) + pruner.penalty()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            pruner.on_step(step)
-            loss_sum += loss.detach()
+            loss_sum += search_step(model, pruner, opt, sched, criterion, splits.transform(xb), yb, step)
             step += 1
             bar.update()
         pruner.on_epoch(epoch)

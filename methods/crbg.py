@@ -85,7 +85,7 @@ class CRBG(Pruner):
     def optimizer(self, total_steps: int):
         self.total_steps = total_steps
         self.log_lam = self.log_lam.to(self.device)  # the trainer may have moved the model
-        opt = torch.optim.Adam(self.parameters(), lr=self.hp.lr)
+        opt = torch.optim.Adam(self.parameters(), lr=self.hp.lr, fused=True)  # one kernel for all gates
         return opt, lr_schedule(opt, self.hp.schedule, total_steps)
 
     def penalty(self) -> Tensor:

@@ -13,18 +13,37 @@ from methods.base import Hparams, Mask, Pruner, kth_largest
 from methods.schedules import lr_schedule
 
 
-def topk_mask(scores: Tensor, keep: int) -> Tensor:
-    """Bool mask of the `keep` largest entries, by a k-th value threshold (no sort). Entries tied with
-    the threshold are all kept; with continuous scores ties have probability zero."""
-    if keep >= scores.numel():
-        return torch.ones_like(scores, dtype=torch.bool)
-    return scores >= kth_largest(scores.flatten(), keep)
+class BandedThreshold:
+    """Exact k-th largest value, reusing last step's threshold: scores move little per step, so the
+    k-th value usually stays in a narrow band around it. Count the values above the band, select
+    inside the band only, and fall back to a full selection (widening the band) when it is missed.
+    On CUDA a full selection is cheap and the band would cost host syncs, so it is used directly."""
+
+    def __init__(self, width: float = 0.02) -> None:
+        self.width = width
+        self.last: Tensor | None = None
+
+    def __call__(self, x: Tensor, keep: int) -> Tensor:
+        flat = x.flatten()
+        if keep >= flat.numel():
+            return flat.min()
+        if self.last is not None and not flat.is_cuda:
+            lo, hi = self.last * (1 - self.width), self.last * (1 + self.width)
+            above = int((flat > hi).sum())
+            band = flat[(flat >= lo) & (flat <= hi)]
+            if above < keep <= above + band.numel():
+                self.width = max(1e-4, self.width * 0.9)
+                self.last = torch.kthvalue(band, band.numel() - (keep - above) + 1).values
+                return self.last
+            self.width = min(1.0, self.width * 2)
+        self.last = kth_largest(flat, keep)
+        return self.last
 
 
 class _StraightThroughTopK(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, scores: Tensor, keep: int) -> Tensor:
-        return topk_mask(scores, keep).to(scores.dtype)
+    def forward(ctx, scores: Tensor, mask: Tensor) -> Tensor:
+        return mask.to(scores.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -45,12 +64,18 @@ class EdgePopupMask(Mask):
         bound = 1.0 / math.sqrt(weight[0].numel())  # Kaiming-uniform scores, as the official code
         self.score = torch.nn.Parameter(torch.empty(self.mask_shape, device=weight.device).uniform_(-bound, bound))
         self.keep = max(1, round(density * self.score.numel()))
+        self.threshold = BandedThreshold()
 
     def search_mask(self) -> Tensor:
-        return _StraightThroughTopK.apply(self.score.abs(), self.keep)
+        scores = self.score.abs()
+        return _StraightThroughTopK.apply(scores, self._select(scores.detach()))
 
     def binary_mask(self) -> Tensor:
-        return topk_mask(self.score.detach().abs(), self.keep)
+        return self._select(self.score.detach().abs())
+
+    def _select(self, scores: Tensor) -> Tensor:
+        """The `keep` largest scores (ties at the threshold all kept; probability zero for real scores)."""
+        return scores >= self.threshold(scores, self.keep)
 
     def scores(self) -> Tensor:
         return self.score.detach().abs()

@@ -12,7 +12,8 @@ from torch.nn.utils import parametrize
 from benchmarks.zoo import build_model
 from methods import METHODS, get_method
 from methods.base import normal_cdf
-from methods.edgepopup import topk_mask
+from methods.base import kth_largest
+from methods.edgepopup import BandedThreshold
 from methods.init import init_weight
 
 
@@ -37,10 +38,19 @@ def test_exclude_by_name_pattern():
     assert [n for n, _ in pruner.layers] == ["3", "5"]
 
 
-def test_topk_mask_keeps_exact_count_without_sort():
-    x = torch.randn(10_000)
-    assert int(topk_mask(x, 1234).sum()) == 1234
-    assert bool(topk_mask(x, 1234)[x.argsort(descending=True)[:1234]].all())
+def test_banded_threshold_is_exact_along_a_random_walk():
+    """The incremental k-th value equals a full selection every step, also after jumps that miss the band."""
+    torch.manual_seed(0)
+    scores = torch.randn(20_000).abs()
+    select = BandedThreshold()
+    for step in range(60):
+        jump = 0.5 if step % 15 == 14 else 0.01
+        scores = (scores + jump * torch.randn_like(scores)).abs()
+        keep = 2_000 if step < 40 else 17_000
+        t = select(scores, keep)
+        assert torch.equal(t, kth_largest(scores, keep))
+        assert int((scores >= t).sum()) == keep
+        assert bool((scores >= t)[scores.argsort(descending=True)[:keep]].all())
 
 
 def test_edgepopup_layerwise_density_and_straight_through_gradient():
