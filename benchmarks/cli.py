@@ -64,6 +64,16 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-download", dest="download", action="store_false", help="never download data")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars (they are off anyway when stderr is not a terminal)")
 
+    rep = sub.add_parser("report", help="figures and tables from one or more result folders",
+                         description="Accuracy-vs-sparsity plots with 95% CI bands and Pareto fronts, per-layer "
+                                     "sparsity, training curves, Markdown/LaTeX/CSV tables and an index.md/html.")
+    rep.add_argument("folders", nargs="+", type=Path, help="result folders (each with runs.csv)")
+    rep.add_argument("--out", type=Path, help="report folder (default reports/<first folder's name>)")
+    rep.add_argument("--x", dest="x_mode", default="sparsity", choices=["sparsity", "density-log"],
+                     help="sparsity axis: linear, or log(density) so 0.9/0.95/0.99 are readable")
+    rep.add_argument("--layer-target", type=float, help="target sparsity for the per-layer plot (default highest)")
+    rep.add_argument("--metric", default="test_acc", choices=["test_acc", "val_acc"], help="accuracy column")
+
     lst = sub.add_parser("list", help="list the registered methods, archs or datasets")
     lst.add_argument("what", choices=["methods", "archs", "datasets"])
     return p
@@ -86,6 +96,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     for r in failed:
         print(f"failed: {r['cell']} {r['method']} target {r['target_sparsity']} seed {r['seed']}: {r['error']}")
     return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports.build import build_report
+
+    out = args.out or Path("reports") / args.folders[0].resolve().name
+    build_report(args.folders, out, args.x_mode, args.layer_target, args.metric)
+    print(f"report written to {out / 'index.md'} and {out / 'index.html'}")
+    return 0
 
 
 def first_line(obj: object) -> str:
@@ -128,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_plugins()
         args = make_parser().parse_args(argv)
-        return {"run": cmd_run, "list": cmd_list}[args.command](args)
+        return {"run": cmd_run, "report": cmd_report, "list": cmd_list}[args.command](args)
     except UserError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,1 @@
+"""Turn result CSVs into paper figures and tables: ``bench report``."""

@@ -1,0 +1,139 @@
+"""`bench report`: result folders -> figures, tables and an index (Markdown and HTML)."""
+
+from __future__ import annotations
+
+import html
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.errors import UserError
+from benchmarks.results import prepare_out
+from reports import figures, tables
+from reports.load import load
+from reports.stats import add_series, equal_accuracy, missing_cells, summarize
+
+X_MODES = ("sparsity", "density-log")
+
+
+class Index:
+    """Collects sections for index.md and index.html."""
+
+    def __init__(self) -> None:
+        self.md: list[str] = []
+        self.html: list[str] = []
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.md.append(f"{'#' * level} {text}\n")
+        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
+
+    def text(self, text: str) -> None:
+        self.md.append(text + "\n")
+        self.html.append(f"<p>{html.escape(text)}</p>")
+
+    def figure(self, paths: list[Path], caption: str) -> None:
+        png, pdf = paths[0].name, paths[1].name
+        self.md.append(f"![{caption}]({png})\n\n{caption} ([PDF]({pdf}))\n")
+        self.html.append(f'<figure><img src="{png}" width="640"><figcaption>{html.escape(caption)} '
+                         f'(<a href="{pdf}">PDF</a>)</figcaption></figure>')
+
+    def table(self, markdown: str, frame: pd.DataFrame | None = None, files: list[str] = ()) -> None:
+        links = " ".join(f"[{f}]({f})" for f in files)
+        self.md.append(markdown + ("\n\n" + links if links else "") + "\n")
+        body = frame.to_html(escape=True) if frame is not None else f"<pre>{html.escape(markdown)}</pre>"
+        self.html.append(body + "".join(f' <a href="{f}">{f}</a>' for f in files))
+
+    def write(self, out: Path) -> None:
+        (out / "index.md").write_text("\n".join(self.md))
+        (out / "index.html").write_text("<!doctype html><meta charset='utf-8'><title>ticketbench report</title>"
+                                        "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
+                                        "table{border-collapse:collapse}td,th{padding:2px 8px;border:1px solid #ccc}"
+                                        "</style>\n" + "\n".join(self.html))
+
+
+def versions(runs: pd.DataFrame) -> str:
+    import matplotlib
+    import seaborn
+
+    seen = {col: sorted(runs[col].dropna().astype(str).unique()) for col in ("torch", "torchvision", "timm", "device")
+            if col in runs}
+    run_part = "; ".join(f"{k} {', '.join(v)}" for k, v in seen.items())
+    return (f"runs: {run_part}. report: python {platform.python_version()}, pandas {pd.__version__}, "
+            f"matplotlib {matplotlib.__version__}, seaborn {seaborn.__version__}.")
+
+
+def with_series(frame: pd.DataFrame, panel: pd.DataFrame) -> pd.DataFrame:
+    """Rows of `frame` (curves or layers) for the panel's cells, with series and target taken from runs.csv."""
+    cols = ["series", "target_sparsity"]
+    return frame.drop(columns=[c for c in cols if c in frame]).merge(panel[["cell", *cols]], on="cell")
+
+
+def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer_target: float | None = None,
+                 metric: str = "test_acc") -> Path:
+    if x_mode not in X_MODES:
+        raise UserError(f"--x must be one of {', '.join(X_MODES)}, got {x_mode!r}")
+    res = load(folders)
+    if res.ok.empty:
+        raise UserError("no finished (status ok) cell in " + ", ".join(map(str, folders)))
+    prepare_out(out)
+    searched = res.ok[res.ok["method"] != "dense"]
+    dense = res.ok[res.ok["method"] == "dense"]
+    summary = summarize(searched, metric)
+    palette = figures.Palette(list(add_series(res.runs)["series"].unique()))
+    idx = Index()
+    idx.heading("ticketbench report", 1)
+    idx.text(f"Command: {shlex.join(['bench', *sys.argv[1:]]) if sys.argv[0].endswith('bench') else 'bench report'}")
+    idx.text("Sources: " + ", ".join(str(f) for f in folders) + f". {len(res.ok)} finished cells. " + versions(res.runs))
+    idx.text(f"Accuracy is {metric.replace('_', ' ')} in %, mean over seeds; bands and ± are 95 % t-intervals "
+             "(none with one seed). Sparsity is the achieved fraction of prunable weights removed.")
+
+    for dataset, arch, slug, panel in figures.panels(searched):
+        psum = summary[(summary.dataset == dataset) & (summary.arch == arch)]
+        pdense = dense[(dense.dataset == dataset) & (dense.arch == arch)]
+        idx.heading(f"{arch} on {dataset}")
+        paths = figures.accuracy_vs_sparsity(psum, pdense, palette, out, x_mode, f"acc_vs_sparsity_{slug}")
+        idx.figure(paths, f"Test accuracy against achieved sparsity for each method on {arch}/{dataset}: seed mean "
+                          "at each target with a 95 % band; ringed points form the Pareto front (no other point is both "
+                          "sparser and more accurate)" + ("; dashed: the trained dense model." if len(pdense) else "."))
+        grid, _ = tables.accuracy_grid(psum)
+        tables_csv = f"table_{slug}.csv"
+        psum.to_csv(out / tables_csv, index=False)
+        (out / f"table_{slug}.md").write_text(tables.markdown(psum) + "\n")
+        (out / f"table_{slug}.tex").write_text(tables.latex(psum, f"Test accuracy (\\%) of {arch} on {dataset} at "
+                                                                  "each target sparsity; mean $\\pm$ 95\\% CI over "
+                                                                  "seeds, best in bold.") + "\n")
+        idx.text("Accuracy at each target sparsity (best per column in bold):")
+        idx.table(tables.markdown(psum), grid, [tables_csv, f"table_{slug}.md", f"table_{slug}.tex"])
+        eq = equal_accuracy(psum)
+        eq.to_csv(out / f"equal_accuracy_{slug}.csv", index=False)
+        idx.text("Sparsity at equal accuracy: for each reference point, the sparsity the other method reaches at the "
+                 "same accuracy (interpolated between its targets, never extrapolated) and how many times fewer "
+                 "weights it keeps.")
+        idx.table(tables.equal_accuracy_markdown(eq), None, [f"equal_accuracy_{slug}.csv"])
+
+        players = with_series(res.layers, panel)
+        if len(players):
+            targets = sorted(players["target_sparsity"].unique())
+            t = layer_target if layer_target in targets else targets[-1]
+            paths = figures.layer_sparsity(players[players.target_sparsity == t], palette, out, f"layers_{slug}", t)
+            idx.figure(paths, f"Per-layer sparsity at target {t:g} (mean over seeds): where each method prunes.")
+        pcurves = with_series(res.curves, panel)
+        if len(pcurves):
+            paths = figures.training_curves(pcurves, palette, out, f"curves_{slug}")
+            idx.figure(paths, "Validation accuracy and current sparsity of the binary mask per epoch "
+                              "(dotted: the target), mean over seeds.")
+
+    gaps = missing_cells(res.runs)
+    idx.heading("Missing and failed cells")
+    if gaps.empty:
+        idx.text("None: every series has every target and seed of its panel.")
+    else:
+        gaps.to_csv(out / "missing.csv", index=False)
+        idx.text(f"{len(gaps)} grid points have no finished row; they are gaps in the figures and '–' in the tables "
+                 "(never zeros). Failed cells' errors are in runs.csv.")
+        idx.table(tables.frame_markdown(gaps), gaps, ["missing.csv"])
+    idx.write(out)
+    return out

@@ -1,0 +1,124 @@
+"""Figures at paper column width, PNG and PDF, one colour and marker per series across every figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from reports.stats import PANEL, add_series, pareto_mask  # noqa: E402
+
+COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h", "<"]
+STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
+         "ytick.labelsize": 7, "axes.grid": True, "grid.alpha": 0.3, "savefig.bbox": "tight", "savefig.dpi": 200,
+         "pdf.fonttype": 42}
+
+
+class Palette:
+    """A fixed colour-blind-safe colour and a marker per series name, identical in every figure."""
+
+    def __init__(self, names: list[str]) -> None:
+        colors = sns.color_palette("colorblind", max(10, len(names)))
+        self.color = {n: colors[i % len(colors)] for i, n in enumerate(sorted(names))}
+        self.marker = {n: MARKERS[i % len(MARKERS)] for i, n in enumerate(sorted(names))}
+
+
+def save(fig: plt.Figure, out: Path, stem: str) -> list[Path]:
+    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    for p in paths:
+        fig.savefig(p)
+    plt.close(fig)
+    return paths
+
+
+def _x(sparsity: pd.Series | np.ndarray, mode: str) -> np.ndarray:
+    return np.asarray(sparsity, float) if mode == "sparsity" else 1.0 - np.asarray(sparsity, float)
+
+
+def _sparsity_axis(ax: plt.Axes, mode: str, values: np.ndarray) -> None:
+    if mode == "sparsity":
+        ax.set_xlabel("sparsity (fraction of weights removed)")
+        return
+    ax.set_xscale("log")
+    ax.invert_xaxis()  # sparser to the right, as on a linear sparsity axis
+    ticks = sorted(set(np.round(values, 4)))
+    ax.set_xticks([1 - t for t in ticks])
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("sparsity (log density axis)")
+
+
+def accuracy_vs_sparsity(summary: pd.DataFrame, dense: pd.DataFrame, palette: Palette, out: Path, mode: str,
+                         stem: str) -> list[Path]:
+    """One line per series: seed mean at each achieved sparsity, 95 % CI band, Pareto front ringed."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.6))
+        for name, g in summary.groupby("series"):
+            g = g.sort_values("target_sparsity")
+            x = _x(g["sparsity"], mode)
+            ax.plot(x, g["mean"], marker=palette.marker[name], color=palette.color[name], label=name, ms=4, lw=1.2)
+            if g["ci_lo"].notna().any():
+                ax.fill_between(x, g["ci_lo"], g["ci_hi"], color=palette.color[name], alpha=0.2, lw=0)
+        front = summary[pareto_mask(summary["sparsity"].to_numpy(), summary["mean"].to_numpy())]
+        front = front.sort_values("sparsity")
+        ax.plot(_x(front["sparsity"], mode), front["mean"], ls="none", marker="o", ms=8, mfc="none", mec="black",
+                mew=0.8, label="Pareto front")
+        if len(dense):
+            ax.axhline(dense["test_acc"].mean(), color="0.3", ls="--", lw=1, label="dense (trained)")
+        _sparsity_axis(ax, mode, summary["sparsity"].to_numpy())
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(frameon=False, loc="lower left")
+        return save(fig, out, stem)
+
+
+def layer_sparsity(layers: pd.DataFrame, palette: Palette, out: Path, stem: str, target: float) -> list[Path]:
+    """Per-layer sparsity (mean over seeds) of each series at one target: where each method prunes."""
+    order = list(dict.fromkeys(layers["layer"]))
+    means = layers.groupby(["series", "layer"], sort=False)["sparsity"].mean().reset_index()
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.2 + 0.05 * len(order)))
+        sns.barplot(data=means, x="layer", y="sparsity", hue="series", order=order, palette=palette.color, ax=ax)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("layer sparsity")
+        ax.set_xlabel("layer (input to output)")
+        ax.set_title(f"target sparsity {target:g}")
+        if len(order) > 6:
+            ax.tick_params(axis="x", rotation=90)
+        ax.legend(frameon=False, fontsize=7)
+        return save(fig, out, stem)
+
+
+def training_curves(curves: pd.DataFrame, palette: Palette, out: Path, stem: str) -> list[Path]:
+    """Validation accuracy (top) and current sparsity (bottom) per epoch, one column per target."""
+    targets = sorted(curves["target_sparsity"].unique())
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(2, len(targets), figsize=(max(COLUMN_WIDTH, 1.9 * len(targets)), 3.4),
+                                 sharex=True, squeeze=False)
+        for j, t in enumerate(targets):
+            sub = curves[curves["target_sparsity"] == t]
+            for name, g in sub.groupby("series"):
+                m = g.groupby("epoch")[["val_acc", "sparsity"]].mean()
+                kw = dict(color=palette.color[name], marker=palette.marker[name], ms=2.5, lw=1, label=name)
+                axes[0, j].plot(m.index, m["val_acc"], **kw)
+                axes[1, j].plot(m.index, m["sparsity"], **kw)
+            axes[1, j].axhline(t, color="0.5", ls=":", lw=0.8)
+            axes[0, j].set_title(f"target {t:g}")
+            axes[1, j].set_xlabel("epoch")
+        axes[0, 0].set_ylabel("val accuracy (%)")
+        axes[1, 0].set_ylabel("sparsity")
+        axes[0, 0].legend(frameon=False)
+        fig.tight_layout()
+        return save(fig, out, stem)
+
+
+def panels(df: pd.DataFrame):
+    """Iterate (dataset, arch, slug, rows) over the figure panels."""
+    for (dataset, arch), g in add_series(df).groupby(PANEL):
+        yield dataset, arch, f"{dataset}_{arch}".replace(":", "-").replace("/", "-"), g

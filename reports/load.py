@@ -1,0 +1,73 @@
+"""Read and validate the CSVs of one or more result folders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.errors import UserError
+from benchmarks.results import CURVES, LAYERS, RUNS, read_rows
+
+RUN_COLUMNS = {"cell": str, "method": str, "granularity": str, "regime": str, "arch": str, "dataset": str,
+               "target_sparsity": float, "seed": int, "status": str}
+OK_RUN_COLUMNS = {"sparsity": float, "test_acc": float, "val_acc": float}
+CURVE_COLUMNS = {"cell": str, "epoch": int, "val_acc": float, "sparsity": float}
+LAYER_COLUMNS = {"cell": str, "layer": str, "weights": int, "kept": int, "sparsity": float}
+
+
+@dataclass
+class Results:
+    runs: pd.DataFrame      # every row of runs.csv (ok and failed), one per cell
+    curves: pd.DataFrame
+    layers: pd.DataFrame
+    folders: list[Path]
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        return self.runs[self.runs["status"] == "ok"]
+
+
+def _typed(path: Path, rows: list[dict[str, str]], columns: dict[str, type], when=None) -> pd.DataFrame:
+    """Check that `columns` exist and parse; name the file and line of the first bad value."""
+    if rows:
+        missing = [c for c in columns if c not in rows[0]]
+        if missing:
+            raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
+    for i, row in enumerate(rows):
+        if when is not None and not when(row):
+            continue
+        for col, typ in columns.items():
+            try:
+                typ(row[col]) if typ is not str else None
+            except ValueError:
+                raise UserError(f"{path}: line {i + 2}: column {col!r} is not a {typ.__name__}: {row[col]!r}") from None
+    df = pd.DataFrame(rows, columns=list(rows[0]) if rows else list(columns))
+    for col, typ in columns.items():
+        if typ is not str:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+def load(folders: list[Path]) -> Results:
+    """All rows of the given result folders. A cell id seen twice keeps its last row."""
+    runs, curves, layers = [], [], []
+    for folder in folders:
+        if not (folder / RUNS).exists():
+            raise UserError(f"{folder}: no {RUNS} (is this a bench results folder?)")
+        runs.append(_typed(folder / RUNS, read_rows(folder / RUNS), RUN_COLUMNS))
+        ok_rows = [r for r in read_rows(folder / RUNS) if r["status"] == "ok"]
+        _typed(folder / RUNS, ok_rows, OK_RUN_COLUMNS)
+        curves.append(_typed(folder / CURVES, read_rows(folder / CURVES), CURVE_COLUMNS))
+        layers.append(_typed(folder / LAYERS, read_rows(folder / LAYERS), LAYER_COLUMNS))
+    run_df = pd.concat(runs, ignore_index=True).drop_duplicates("cell", keep="last")
+    for col in OK_RUN_COLUMNS:
+        run_df[col] = pd.to_numeric(run_df.get(col), errors="coerce")
+    known = set(run_df["cell"])
+    curve_df = pd.concat(curves, ignore_index=True)
+    layer_df = pd.concat(layers, ignore_index=True)
+    # Curves and layers count only for cells that finished (a killed cell may have left some).
+    curve_df = curve_df[curve_df["cell"].isin(known)].drop_duplicates(["cell", "epoch"], keep="last")
+    layer_df = layer_df[layer_df["cell"].isin(known)].drop_duplicates(["cell", "layer"], keep="last")
+    return Results(run_df.reset_index(drop=True), curve_df, layer_df, folders)

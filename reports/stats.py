@@ -1,0 +1,110 @@
+"""The numbers behind every figure and table: seed means with 95 % confidence intervals, Pareto fronts,
+sparsity at equal accuracy, and what is missing from a sweep."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+
+PANEL = ["dataset", "arch"]
+SERIES = ["method", "granularity", "regime"]
+
+
+def series_label(method: str, granularity: str, regime: str, regimes: int = 1) -> str:
+    label = method if granularity == "unstructured" else f"{method} ({granularity})"
+    return f"{label}, {regime}" if regimes > 1 else label
+
+
+def add_series(df: pd.DataFrame) -> pd.DataFrame:
+    regimes = df["regime"].nunique() if len(df) else 1
+    out = df.copy()
+    out["series"] = [series_label(m, g, r, regimes) for m, g, r in zip(df["method"], df["granularity"], df["regime"])]
+    return out
+
+
+def ci95(values: pd.Series) -> tuple[float, float, float]:
+    """Mean and the bounds of its 95 % t-interval; a single seed has no interval (NaN bounds)."""
+    x = values.dropna().to_numpy(dtype=float)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan
+    half = float(st.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
+def summarize(ok: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
+    """One row per (dataset, arch, series, target): seeds, mean and CI of `metric`, mean achieved sparsity."""
+    rows = []
+    for key, g in add_series(ok).groupby(PANEL + ["series", "target_sparsity"], sort=True):
+        mean, lo, hi = ci95(g[metric])
+        rows.append(dict(zip(PANEL + ["series", "target_sparsity"], key), seeds=len(g), mean=mean, ci_lo=lo,
+                         ci_hi=hi, sparsity=float(g["sparsity"].mean())))
+    return pd.DataFrame(rows, columns=PANEL + ["series", "target_sparsity", "seeds", "mean", "ci_lo", "ci_hi",
+                                               "sparsity"])
+
+
+def pareto_mask(sparsity: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """True for points no other point dominates (at least as sparse and as accurate, better in one)."""
+    s, a = np.asarray(sparsity, float), np.asarray(acc, float)
+    keep = np.ones(len(s), bool)
+    for i in range(len(s)):
+        dominated = (s >= s[i]) & (a >= a[i]) & ((s > s[i]) | (a > a[i]))
+        keep[i] = not dominated.any()
+    return keep
+
+
+def sparsity_at_accuracy(curve: pd.DataFrame, accuracy: float) -> float:
+    """Largest achieved sparsity at which the series' mean accuracy is still >= `accuracy`, linearly
+    interpolated between measured targets; NaN when the series never reaches it (no extrapolation)."""
+    c = curve.sort_values("sparsity")
+    s, a = c["sparsity"].to_numpy(float), c["mean"].to_numpy(float)
+    best = math.nan
+    for i in range(len(s)):
+        if a[i] >= accuracy:
+            best = s[i] if math.isnan(best) else max(best, s[i])
+        if i + 1 < len(s) and (a[i] - accuracy) * (a[i + 1] - accuracy) < 0:
+            crossing = s[i] + (accuracy - a[i]) * (s[i + 1] - s[i]) / (a[i + 1] - a[i])
+            best = crossing if math.isnan(best) else max(best, crossing)
+    return best
+
+
+def equal_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
+    """For each panel, each ordered pair (A, B) and each point of B: the sparsity A reaches at B's accuracy,
+    and how many times fewer weights A keeps there ((1 - s_B) / (1 - s_A))."""
+    rows = []
+    for key, panel in summary.groupby(PANEL):
+        curves = {name: g for name, g in panel.groupby("series")}
+        for b_name, b in curves.items():
+            for _, point in b.sort_values("target_sparsity").iterrows():
+                for a_name, a in curves.items():
+                    if a_name == b_name:
+                        continue
+                    s_a = sparsity_at_accuracy(a, point["mean"])
+                    rows.append(dict(zip(PANEL, key), method=a_name, reference=b_name,
+                                     reference_sparsity=point["sparsity"], reference_acc=point["mean"],
+                                     sparsity=s_a, density_ratio=(1 - point["sparsity"]) / (1 - s_a)
+                                     if not math.isnan(s_a) else math.nan))
+    return pd.DataFrame(rows)
+
+
+def missing_cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """Grid points (per panel: every series x target x seed seen anywhere in it) without an ok row."""
+    df = add_series(runs)
+    out = []
+    for key, panel in df.groupby(PANEL):
+        ok = set(zip(panel.loc[panel.status == "ok", "series"], panel.loc[panel.status == "ok", "target_sparsity"],
+                     panel.loc[panel.status == "ok", "seed"]))
+        failed = set(zip(panel.loc[panel.status != "ok", "series"], panel.loc[panel.status != "ok", "target_sparsity"],
+                         panel.loc[panel.status != "ok", "seed"]))
+        for s in sorted(panel["series"].unique()):
+            for t in sorted(panel["target_sparsity"].unique()):
+                for seed in sorted(panel["seed"].unique()):
+                    if (s, t, seed) not in ok:
+                        out.append(dict(zip(PANEL, key), series=s, target_sparsity=t, seed=seed,
+                                        state="failed" if (s, t, seed) in failed else "missing"))
+    return pd.DataFrame(out, columns=PANEL + ["series", "target_sparsity", "seed", "state"])

@@ -1,0 +1,129 @@
+"""`bench report`: the numbers behind the figures and tables, checked against hand-computed values,
+plus every output file and clear errors for malformed CSVs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.cli import main
+from benchmarks.results import append_rows
+from reports.stats import ci95, equal_accuracy, missing_cells, pareto_mask, sparsity_at_accuracy, summarize
+from reports.tables import latex, markdown
+
+
+def run_row(method, target, seed, acc, sparsity=None, status="ok", gran="unstructured"):
+    return {"cell": f"{method}-{gran}-{target}-{seed}", "method": method, "granularity": gran, "regime": "strong",
+            "arch": "lenet300", "dataset": "mnist", "target_sparsity": target, "seed": seed, "status": status,
+            "sparsity": target if sparsity is None else sparsity, "test_acc": acc, "val_acc": acc - 0.5,
+            "torch": "2.x", "device": "cpu"}
+
+
+def fake_results(folder, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    append_rows(folder / "runs.csv", rows)
+    append_rows(folder / "curves.csv", [{"cell": r["cell"], "method": r["method"], "target_sparsity": r["target_sparsity"],
+                                         "seed": r["seed"], "epoch": e, "train_loss": 1.0 / e, "val_acc": r["test_acc"] - 3 + e,
+                                         "sparsity": r["target_sparsity"]} for r in rows if r["status"] == "ok"
+                                        for e in (1, 2, 3)])
+    append_rows(folder / "layers.csv", [{"cell": r["cell"], "layer": name, "shape": "1x1", "weights": 100,
+                                         "kept": int(100 * (1 - r["target_sparsity"] * f)), "sparsity": r["target_sparsity"] * f}
+                                        for r in rows if r["status"] == "ok" for name, f in (("1", 1.0), ("3", 0.5))])
+    return folder
+
+
+def test_ci95_matches_t_interval_by_hand():
+    mean, lo, hi = ci95(pd.Series([90.0, 92.0, 94.0]))
+    # sd = 2, n = 3, t(0.975, 2) = 4.302653: half-width = 4.302653 * 2 / sqrt(3) = 4.968275
+    assert mean == 92.0
+    assert lo == pytest.approx(92.0 - 4.968275, abs=1e-5) and hi == pytest.approx(92.0 + 4.968275, abs=1e-5)
+    assert all(math.isnan(v) for v in ci95(pd.Series([91.0]))[1:])  # one seed: no band
+
+
+def test_pareto_membership_small_example():
+    s = np.array([0.5, 0.8, 0.9, 0.5, 0.8, 0.95])
+    a = np.array([97.0, 96.0, 93.0, 96.0, 96.0, 90.0])
+    # (0.5, 96) is dominated by (0.5, 97); the two (0.8, 96) points are equal: neither dominates the other
+    assert pareto_mask(s, a).tolist() == [True, True, True, False, True, True]
+
+
+def test_summary_series_means_and_gaps():
+    rows = [run_row("crbg", 0.5, 0, 96.0), run_row("crbg", 0.5, 1, 98.0), run_row("crbg", 0.9, 0, 95.0),
+            run_row("crbg", 0.9, 1, 0.0, status="failed"), run_row("edgepopup", 0.5, 0, 97.0),
+            run_row("edgepopup", 0.5, 1, 97.0), run_row("edgepopup", 0.9, 0, 91.0, sparsity=0.899),
+            run_row("edgepopup", 0.9, 1, 93.0, sparsity=0.901)]
+    df = pd.DataFrame(rows)
+    ok = df[df.status == "ok"]
+    summ = summarize(ok).set_index(["series", "target_sparsity"])
+    assert summ.loc[("crbg", 0.5), "mean"] == 97.0 and summ.loc[("crbg", 0.5), "seeds"] == 2
+    assert summ.loc[("crbg", 0.9), "mean"] == 95.0 and math.isnan(summ.loc[("crbg", 0.9), "ci_lo"])  # failed seed not a zero
+    assert summ.loc[("edgepopup", 0.9), "sparsity"] == pytest.approx(0.9)
+    gaps = missing_cells(df)
+    assert gaps[["series", "target_sparsity", "seed", "state"]].values.tolist() == [["crbg", 0.9, 1, "failed"]]
+    md = markdown(summarize(ok))
+    assert "**97.00 ± 12.71**" in md  # crbg at 0.5: mean 97, half-width t(0.975,1) * sqrt(2) / sqrt(2) = 12.706
+    assert "| edgepopup | 97.00 ± 0.00 | 92.00 ± 12.71 |" in md
+    assert r"\toprule" in latex(summarize(ok), "c") and r"\textbf{95.00}" in latex(summarize(ok), "c")
+
+
+def test_sparsity_at_equal_accuracy_interpolates_never_extrapolates():
+    curve = pd.DataFrame({"sparsity": [0.5, 0.8, 0.9], "mean": [98.0, 97.0, 95.0]})
+    assert sparsity_at_accuracy(curve, 96.0) == pytest.approx(0.85)  # halfway between 0.8 (97) and 0.9 (95)
+    assert sparsity_at_accuracy(curve, 97.5) == pytest.approx(0.65)
+    assert sparsity_at_accuracy(curve, 90.0) == pytest.approx(0.9)   # above every point: sparsest measured
+    assert math.isnan(sparsity_at_accuracy(curve, 99.0))              # never reached
+    summ = pd.DataFrame({"dataset": "mnist", "arch": "lenet300", "series": ["a"] * 3 + ["b"] * 3,
+                         "target_sparsity": [0.5, 0.8, 0.9] * 2, "sparsity": [0.5, 0.8, 0.9] * 2,
+                         "mean": [98.0, 97.0, 95.0, 97.0, 95.0, 90.0]})
+    eq = equal_accuracy(summ)
+    row = eq[(eq.method == "a") & (eq.reference == "b") & (eq.reference_sparsity == 0.8)].iloc[0]
+    assert row.sparsity == pytest.approx(0.9) and row.density_ratio == pytest.approx(0.2 / 0.1)
+
+
+def test_bench_report_writes_every_item(tmp_path, capsys):
+    rows = [run_row(m, t, s, acc) for m, base in (("crbg", 97.0), ("edgepopup", 96.0))
+            for t, drop in ((0.5, 0.0), (0.8, 1.0), (0.9, 3.0)) for s, acc in ((0, base - drop), (1, base - drop + 0.4))]
+    folder = fake_results(tmp_path / "res", rows)
+    out = tmp_path / "rep"
+    assert main(["report", str(folder), "--out", str(out), "--x", "density-log"]) == 0
+    for stem in ("acc_vs_sparsity_mnist_lenet300", "layers_mnist_lenet300", "curves_mnist_lenet300"):
+        assert (out / f"{stem}.png").stat().st_size > 5000 and (out / f"{stem}.pdf").stat().st_size > 1000
+    for name in ("table_mnist_lenet300.md", "table_mnist_lenet300.tex", "table_mnist_lenet300.csv",
+                 "equal_accuracy_mnist_lenet300.csv", "index.md", "index.html"):
+        assert (out / name).exists(), name
+    table = pd.read_csv(out / "table_mnist_lenet300.csv")
+    crbg = table[(table.series == "crbg") & (table.target_sparsity == 0.8)].iloc[0]
+    assert crbg["mean"] == pytest.approx(96.2) and crbg.seeds == 2
+    index = (out / "index.md").read_text()
+    assert "acc_vs_sparsity_mnist_lenet300.png" in index and "Pareto" in index and "torch 2.x" in index
+    assert "None: every series" in index
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda text: text + "crbg-x,crbg,unstructured\n", "runs.csv: line 4: wrong number of fields"),
+    (lambda text: text.replace("97.0", "ninety", 1), "runs.csv: line 2: column 'test_acc' is not a float"),
+    (lambda text: text.replace("target_sparsity", "target", 1), "missing column(s) target_sparsity"),
+])
+def test_malformed_csv_one_line_error(tmp_path, capsys, damage, message):
+    folder = fake_results(tmp_path / "res", [run_row("crbg", 0.5, 0, 97.0), run_row("crbg", 0.9, 0, 95.0)])
+    runs = folder / "runs.csv"
+    runs.write_text(damage(runs.read_text()))
+    assert main(["report", str(folder), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_truncated_curves_csv_names_file_and_line(tmp_path, capsys):
+    folder = fake_results(tmp_path / "res", [run_row("crbg", 0.5, 0, 97.0)])
+    curves = folder / "curves.csv"
+    curves.write_text(curves.read_text()[:-25])  # cut inside the last line
+    assert main(["report", str(folder), "--out", str(tmp_path / "rep")]) == 2
+    assert "curves.csv: line 4" in capsys.readouterr().err
+
+
+def test_report_on_folder_without_runs(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "rep")]) == 2
+    assert "no runs.csv" in capsys.readouterr().err
