@@ -60,8 +60,10 @@ def accuracy_vs_sparsity(summary: pd.DataFrame, dense: pd.DataFrame, palette: Pa
     """One line per series: seed mean at each achieved sparsity, 95 % CI band, Pareto front ringed."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.6))
+        targets = sorted(summary["target_sparsity"].unique())
         for name, g in summary.groupby("series"):
-            g = g.sort_values("target_sparsity")
+            # every target of the panel, NaN where this series has none: the line breaks there (a gap)
+            g = g.set_index("target_sparsity").reindex(targets)
             x = _x(g["sparsity"], mode)
             ax.plot(x, g["mean"], marker=palette.marker[name], color=palette.color[name], label=name, ms=4, lw=1.2)
             if g["ci_lo"].notna().any():

@@ -127,3 +127,26 @@ def test_truncated_curves_csv_names_file_and_line(tmp_path, capsys):
 def test_report_on_folder_without_runs(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "rep")]) == 2
     assert "no runs.csv" in capsys.readouterr().err
+
+
+def test_missing_target_is_a_gap_in_the_line(tmp_path, monkeypatch):
+    """A series without any finished seed at a target has NaN there, so its line breaks instead of bridging."""
+    from reports import figures
+
+    drawn = {}
+    real_plot = figures.plt.Axes.plot
+
+    def spy(self, x, y, *args, **kwargs):
+        drawn.setdefault(kwargs.get("label"), (list(x), list(y)))
+        return real_plot(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(figures.plt.Axes, "plot", spy)
+    summ = summarize(pd.DataFrame([run_row("crbg", 0.5, 0, 97.0), run_row("crbg", 0.9, 0, 95.0),
+                                   run_row("edgepopup", 0.5, 0, 96.0), run_row("edgepopup", 0.8, 0, 95.5),
+                                   run_row("edgepopup", 0.9, 0, 93.0)]))
+    figures.accuracy_vs_sparsity(summ, pd.DataFrame(), figures.Palette(["crbg", "edgepopup"]), tmp_path,
+                                 "sparsity", "fig")
+    x, y = drawn["crbg"]
+    assert x[0] == 0.5 and math.isnan(x[1]) and x[2] == 0.9
+    assert y[0] == 97.0 and math.isnan(y[1]) and y[2] == 95.0
+    assert drawn["edgepopup"][1] == [96.0, 95.5, 93.0]
