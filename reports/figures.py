@@ -67,7 +67,8 @@ def accuracy_vs_sparsity(summary: pd.DataFrame, dense: pd.DataFrame, palette: Pa
             x = _x(g["sparsity"], mode)
             ax.plot(x, g["mean"], marker=palette.marker[name], color=palette.color[name], label=name, ms=4, lw=1.2)
             if g["ci_lo"].notna().any():
-                ax.fill_between(x, g["ci_lo"], g["ci_hi"], color=palette.color[name], alpha=0.2, lw=0)
+                ax.fill_between(x, g["ci_lo"].clip(0, 100), g["ci_hi"].clip(0, 100), color=palette.color[name],
+                                alpha=0.2, lw=0)
         front = summary[pareto_mask(summary["sparsity"].to_numpy(), summary["mean"].to_numpy())]
         front = front.sort_values("sparsity")
         ax.plot(_x(front["sparsity"], mode), front["mean"], ls="none", marker="o", ms=8, mfc="none", mec="black",
@@ -75,6 +76,10 @@ def accuracy_vs_sparsity(summary: pd.DataFrame, dense: pd.DataFrame, palette: Pa
         if len(dense):
             ax.axhline(dense["test_acc"].mean(), color="0.3", ls="--", lw=1, label="dense (trained)")
         _sparsity_axis(ax, mode, summary["sparsity"].to_numpy())
+        # the means set the scale: a wide band from few seeds is clipped, not allowed to flatten the lines
+        lo, hi = summary["mean"].min(), summary["mean"].max()
+        pad = max(1.0, 0.25 * (hi - lo))
+        ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
         ax.set_ylabel("test accuracy (%)")
         ax.legend(frameon=False, loc="lower left")
         return save(fig, out, stem)
@@ -82,6 +87,8 @@ def accuracy_vs_sparsity(summary: pd.DataFrame, dense: pd.DataFrame, palette: Pa
 
 def layer_sparsity(layers: pd.DataFrame, palette: Palette, out: Path, stem: str, target: float) -> list[Path]:
     """Per-layer sparsity (mean over seeds) of each series at one target: where each method prunes."""
+    layers = layers.assign(layer=[f"{n}\n{s}" if "shape" in layers else n for n, s in
+                                  zip(layers["layer"], layers.get("shape", layers["layer"]))])
     order = list(dict.fromkeys(layers["layer"]))
     means = layers.groupby(["series", "layer"], sort=False)["sparsity"].mean().reset_index()
     with plt.rc_context(STYLE):
@@ -89,7 +96,7 @@ def layer_sparsity(layers: pd.DataFrame, palette: Palette, out: Path, stem: str,
         sns.barplot(data=means, x="layer", y="sparsity", hue="series", order=order, palette=palette.color, ax=ax)
         ax.set_ylim(0, 1)
         ax.set_ylabel("layer sparsity")
-        ax.set_xlabel("layer (input to output)")
+        ax.set_xlabel("layer name and weight shape (input to output)")
         ax.set_title(f"target sparsity {target:g}")
         if len(order) > 6:
             ax.tick_params(axis="x", rotation=90)
