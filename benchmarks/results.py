@@ -9,6 +9,7 @@ of cells that have a run row.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,8 +29,6 @@ def _fsync_write(path: Path, text: str, mode: str) -> None:
 
 
 def _rows_text(columns: list[str], rows: Iterable[dict[str, Any]], header: bool) -> str:
-    import io
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="raise", lineterminator="\n")
     if header:

@@ -29,18 +29,19 @@ class Results:
         return self.runs[self.runs["status"] == "ok"]
 
 
-def _typed(path: Path, rows: list[dict[str, str]], columns: dict[str, type], when=None) -> pd.DataFrame:
-    """Check that `columns` exist and parse; name the file and line of the first bad value."""
+def _typed(path: Path, rows: list[dict[str, str]], columns: dict[str, type], only_ok: bool = False) -> pd.DataFrame:
+    """Check that `columns` exist and parse (in ok rows only, with `only_ok`); name the file and line
+    of the first bad value."""
     if rows:
         missing = [c for c in columns if c not in rows[0]]
         if missing:
             raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
     for i, row in enumerate(rows):
-        if when is not None and not when(row):
+        if only_ok and row.get("status") != "ok":
             continue
         for col, typ in columns.items():
             try:
-                typ(row[col]) if typ is not str else None
+                typ(row[col])
             except ValueError:
                 raise UserError(f"{path}: line {i + 2}: column {col!r} is not a {typ.__name__}: {row[col]!r}") from None
     df = pd.DataFrame(rows, columns=list(rows[0]) if rows else list(columns))
@@ -56,9 +57,9 @@ def load(folders: list[Path]) -> Results:
     for folder in folders:
         if not (folder / RUNS).exists():
             raise UserError(f"{folder}: no {RUNS} (is this a bench results folder?)")
-        runs.append(_typed(folder / RUNS, read_rows(folder / RUNS), RUN_COLUMNS))
-        ok_rows = [r for r in read_rows(folder / RUNS) if r["status"] == "ok"]
-        _typed(folder / RUNS, ok_rows, OK_RUN_COLUMNS)
+        rows = read_rows(folder / RUNS)
+        runs.append(_typed(folder / RUNS, rows, RUN_COLUMNS))
+        _typed(folder / RUNS, rows, OK_RUN_COLUMNS, only_ok=True)  # failed rows have no numbers
         curves.append(_typed(folder / CURVES, read_rows(folder / CURVES), CURVE_COLUMNS))
         layers.append(_typed(folder / LAYERS, read_rows(folder / LAYERS), LAYER_COLUMNS))
     run_df = pd.concat(runs, ignore_index=True).drop_duplicates("cell", keep="last")

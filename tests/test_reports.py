@@ -116,6 +116,15 @@ def test_malformed_csv_one_line_error(tmp_path, capsys, damage, message):
     assert message in err and err.count("\n") == 1
 
 
+def test_bad_value_after_a_failed_row_names_the_right_line(tmp_path, capsys):
+    folder = fake_results(tmp_path / "res", [run_row("crbg", 0.5, 0, 0.0, status="failed"),
+                                             run_row("crbg", 0.9, 0, 95.0)])
+    runs = folder / "runs.csv"
+    runs.write_text(runs.read_text().replace("95.0", "oops"))
+    assert main(["report", str(folder), "--out", str(tmp_path / "rep")]) == 2
+    assert "runs.csv: line 3: column 'test_acc'" in capsys.readouterr().err
+
+
 def test_truncated_curves_csv_names_file_and_line(tmp_path, capsys):
     folder = fake_results(tmp_path / "res", [run_row("crbg", 0.5, 0, 97.0)])
     curves = folder / "curves.csv"
