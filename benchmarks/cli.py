@@ -61,6 +61,9 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", dest="data_root", help="dataset folder (default $TICKETBENCH_DATA or ./data)")
     run.add_argument("--out", help="output folder (default results/<arch>_<dataset>)")
     run.add_argument("--name", help="name of the run folder under results/ when --out is not given")
+    run.add_argument("--rerun-failed", dest="rerun_failed", action="store_true",
+                     help="also run cells whose earlier run failed (finished cells are always skipped)")
+    run.add_argument("--force", action="store_true", help="recompute every cell, finished ones included")
     run.add_argument("--no-download", dest="download", action="store_false", help="never download data")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars (they are off anyway when stderr is not a terminal)")
 
@@ -73,6 +76,9 @@ def make_parser() -> argparse.ArgumentParser:
                      help="sparsity axis: linear, or log(density) so 0.9/0.95/0.99 are readable")
     rep.add_argument("--layer-target", type=float, help="target sparsity for the per-layer plot (default highest)")
     rep.add_argument("--metric", default="test_acc", choices=["test_acc", "val_acc"], help="accuracy column")
+
+    stat = sub.add_parser("status", help="cells done, running, failed and remaining in a result folder")
+    stat.add_argument("folder", type=Path)
 
     lst = sub.add_parser("list", help="list the registered methods, archs or datasets")
     lst.add_argument("what", choices=["methods", "archs", "datasets"])
@@ -90,7 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     flags["hparams"] = parse_sets(args.sets)
     spec = SweepSpec.from_sources(args.config, flags)
     progress = args.progress and sys.stderr.isatty()  # bars on a terminal; one line per cell in logs
-    out, rows = run_sweep(spec, progress=progress, download=args.download)
+    out, rows = run_sweep(spec, progress=progress, download=args.download, rerun_failed=args.rerun_failed,
+                          force=args.force)
     print(summary_table(out))
     failed = [r for r in rows if r["status"] != "ok"]
     for r in failed:
@@ -104,6 +111,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = args.out or Path("reports") / args.folders[0].resolve().name
     build_report(args.folders, out, args.x_mode, args.layer_target, args.metric)
     print(f"report written to {out / 'index.md'} and {out / 'index.html'}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from benchmarks.status import describe
+
+    print(describe(args.folder))
     return 0
 
 
@@ -147,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_plugins()
         args = make_parser().parse_args(argv)
-        return {"run": cmd_run, "report": cmd_report, "list": cmd_list}[args.command](args)
+        commands = {"run": cmd_run, "report": cmd_report, "status": cmd_status, "list": cmd_list}
+        return commands[args.command](args)
     except UserError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2

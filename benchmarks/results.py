@@ -51,26 +51,60 @@ def read_header(path: Path) -> list[str]:
         return next(csv.reader(f), [])
 
 
-def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Append `rows` to the CSV at `path`. New columns extend the header: the file is then rewritten to
-    a temporary file and atomically moved into place."""
-    if not rows:
+def repair_tail(path: Path) -> None:
+    """Cut a last line that a killed writer left without its newline (it never counted as written)."""
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        f.truncate(size - len(tail) + cut + 1 if cut >= 0 else 0)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def append_rows(path: Path, rows: list[dict[str, Any]], replace: str | None = None) -> None:
+    """Append `rows` to the CSV at `path`. When new columns extend the header, or the rows of cell
+    `replace` must go first, the file is rewritten to a temporary file and atomically moved into place."""
+    if path.exists():
+        repair_tail(path)
+    if not rows and replace is None:
         return
     new_cols = list(dict.fromkeys(k for row in rows for k in row))
-    if not path.exists():
-        _fsync_write(path, _rows_text(new_cols, rows, header=True), "w")
+    if not path.exists() or path.stat().st_size == 0:
+        if rows:
+            _fsync_write(path, _rows_text(new_cols, rows, header=True), "w")
         return
     columns = read_header(path)
     missing = [c for c in new_cols if c not in columns]
-    if not missing:
+    if not missing and replace is None:
         _fsync_write(path, _rows_text(columns, rows, header=False), "a")
         return
     columns += missing
     with open(path, newline="") as f:
-        old = list(csv.DictReader(f))
+        old = [row for row in csv.DictReader(f) if row.get("cell") != replace]
     tmp = path.with_suffix(".tmp")
     _fsync_write(tmp, _rows_text(columns, old, header=True) + _rows_text(columns, rows, header=False), "w")
     os.replace(tmp, path)
+
+
+def purge_orphans(out: Path, finished: set[str]) -> None:
+    """Drop curves/layers rows of cells without a runs.csv row: a killed cell left them half-written."""
+    for name in (CURVES, LAYERS):
+        path = out / name
+        if not path.exists():
+            continue
+        repair_tail(path)
+        rows = read_rows(path)
+        kept = [r for r in rows if r["cell"] in finished]
+        if len(kept) < len(rows):
+            tmp = path.with_suffix(".tmp")
+            _fsync_write(tmp, _rows_text(read_header(path), kept, header=True), "w")
+            os.replace(tmp, path)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -86,9 +120,11 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return rows
 
 
-def finished_cells(out: Path) -> set[str]:
-    """Ids of cells that already have a successful row in ``runs.csv``."""
-    return {row["cell"] for row in read_rows(out / RUNS) if row.get("status") == "ok"}
+def cell_status(out: Path) -> dict[str, str]:
+    """The last recorded status (ok / failed) of every cell in ``runs.csv``."""
+    if (out / RUNS).exists():
+        repair_tail(out / RUNS)
+    return {row["cell"]: row["status"] for row in read_rows(out / RUNS)}
 
 
 def save_masks(out: Path, cell: str, masks: dict[str, torch.Tensor]) -> Path:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import platform
 import sys
 import time
@@ -15,7 +18,7 @@ from tqdm.auto import tqdm
 import benchmarks
 from benchmarks.data import Splits, data_root, load_dataset
 from benchmarks.errors import UserError
-from benchmarks.results import CURVES, LAYERS, RUNS, append_rows, finished_cells, prepare_out, save_masks
+from benchmarks.results import CURVES, LAYERS, RUNS, append_rows, cell_status, prepare_out, purge_orphans, save_masks
 from benchmarks.spec import Cell, SweepSpec
 from benchmarks.trainer import resolve_device, train
 from benchmarks.zoo import MODELS, build_model
@@ -88,13 +91,37 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
     return CellResult(run, curves, layers, pruner.masks())
 
 
-def write_cell(out: Path, result: CellResult) -> None:
-    """Masks, curves and layers first; the runs.csv row last marks the cell finished."""
+def write_cell(out: Path, result: CellResult, replace: bool = False) -> None:
+    """Masks, curves and layers first; the runs.csv row last marks the cell finished. With `replace`
+    (a rerun), the cell's earlier rows are dropped so every cell appears once."""
+    cell = result.run["cell"]
     if result.masks is not None:
-        save_masks(out, result.run["cell"], result.masks)
-    append_rows(out / CURVES, result.curves)
-    append_rows(out / LAYERS, result.layers)
-    append_rows(out / RUNS, [result.run])
+        save_masks(out, cell, result.masks)
+    append_rows(out / CURVES, result.curves, replace=cell if replace else None)
+    append_rows(out / LAYERS, result.layers, replace=cell if replace else None)
+    append_rows(out / RUNS, [result.run], replace=cell if replace else None)
+
+
+PLAN, RUNNING = "plan.json", "running"
+
+
+def record_plan(out: Path, cells: list[Cell]) -> None:
+    """Add the sweep's cells to ``plan.json`` (what `bench status` counts as the whole sweep)."""
+    path = out / PLAN
+    plan = json.loads(path.read_text()) if path.exists() else {}
+    plan.update({c.id: {**dataclasses.asdict(c), "hparams": dict(c.hparams)} for c in cells})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(plan, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def mark_running(out: Path, cell: Cell, running: bool) -> None:
+    marker = out / RUNNING / cell.id
+    if running:
+        marker.parent.mkdir(exist_ok=True)
+        marker.write_text(f"{os.getpid()}\n")
+    else:
+        marker.unlink(missing_ok=True)
 
 
 def check_spec(spec: SweepSpec, device: torch.device) -> None:
@@ -115,8 +142,10 @@ def output_dir(spec: SweepSpec) -> Path:
     return Path(spec.out) if spec.out else Path("results") / spec.run_name
 
 
-def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True) -> tuple[Path, list[dict[str, Any]]]:
-    """Run every cell of `spec` not already finished in the output folder; return the folder and new rows."""
+def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rerun_failed: bool = False,
+              force: bool = False) -> tuple[Path, list[dict[str, Any]]]:
+    """Run every cell of `spec` not already finished in the output folder (failed ones too with
+    `rerun_failed`, every one with `force`); return the folder and the new rows."""
     try:
         device = resolve_device(spec.device)
     except RuntimeError as e:
@@ -125,19 +154,27 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True) -> 
     out = output_dir(spec)
     prepare_out(out)
     cells = spec.cells()
-    done = finished_cells(out)
-    todo = [c for c in cells if c.id not in done]
+    status = cell_status(out)
+    purge_orphans(out, set(status))
+    done = [c for c in cells if status.get(c.id) == "ok"]
+    failed = [c for c in cells if status.get(c.id) == "failed"]
+    todo = [c for c in cells if force or c.id not in status or (rerun_failed and status[c.id] == "failed")]
+    record_plan(out, cells)
     root = data_root(spec.data_root)
     splits = {name: load_dataset(name, root, download=download, val_size=spec.val_size)
               for name in dict.fromkeys(c.dataset for c in todo)}
-    log(f"bench: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run -> {out}")
+    skipped_failed = "" if rerun_failed or force or not failed else \
+        f", {len(failed)} failed before (--rerun-failed retries them)"
+    log(f"bench: {len(cells)} cells, {len(done)} already done{skipped_failed}, {len(todo)} to run -> {out}")
     rows = []
     started = time.time()
     bar = tqdm(todo, desc="sweep", unit="cell", disable=not progress)
     for i, cell in enumerate(bar, 1):
         bar.set_postfix_str(f"{cell.method} {cell.arch} s={cell.target_sparsity} seed={cell.seed}")
+        mark_running(out, cell, True)
         result = run_cell(cell, splits[cell.dataset], device, progress)
-        write_cell(out, result)
+        write_cell(out, result, replace=cell.id in status)
+        mark_running(out, cell, False)
         rows.append(result.run)
         r = result.run
         msg = (f"test {r['test_acc']:.2f}% sparsity {r['sparsity']:.4f}" if r["status"] == "ok"

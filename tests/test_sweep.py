@@ -1,0 +1,109 @@
+"""Sweep reliability: failures become rows, reruns, status, stable cell ids, and SIGKILL at any instant."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from benchmarks.cli import main
+from benchmarks.results import append_rows, read_rows
+from benchmarks.spec import Cell
+
+SYNTH = ["run", "--arch", "lenet300", "--dataset", "synthetic", "--epochs", "1", "--batch-size", "64",
+         "--no-progress"]
+
+
+def test_nan_cell_is_a_failed_row_and_the_sweep_goes_on(tmp_path, capsys):
+    out = tmp_path / "r"
+    code = main(SYNTH + ["--methods", "crbg,edgepopup", "--sparsity", "0.5,0.9", "--set", "crbg.mu_init=nan",
+                         "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 1  # some cell failed
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 4
+    failed = runs[runs.method == "crbg"]
+    assert (failed.status == "failed").all() and failed.error.str.contains("Diverged: loss is nan").all()
+    assert (runs[runs.method == "edgepopup"].status == "ok").all()
+    assert printed.count("failed: ") == 2
+    assert main(["status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert "4 cells: 2 done, 0 running, 2 failed, 0 remaining" in status and "Diverged" in status
+    # failed cells are skipped unless asked; a rerun replaces their rows, never duplicates them
+    assert main(SYNTH + ["--methods", "crbg,edgepopup", "--sparsity", "0.5,0.9", "--set", "crbg.mu_init=nan",
+                         "--out", str(out)]) == 0
+    assert "2 failed before (--rerun-failed retries them), 0 to run" in capsys.readouterr().err
+    assert main(SYNTH + ["--methods", "crbg,edgepopup", "--sparsity", "0.5,0.9", "--set", "crbg.mu_init=nan",
+                         "--out", str(out), "--rerun-failed"]) == 1
+    assert "2 to run" in capsys.readouterr().err
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 4 and runs.cell.is_unique
+
+
+def test_force_recomputes_and_keeps_one_row_per_cell(tmp_path, capsys):
+    out = tmp_path / "r"
+    args = SYNTH + ["--methods", "edgepopup", "--sparsity", "0.5", "--out", str(out)]
+    assert main(args) == 0
+    assert main(args + ["--force"]) == 0
+    assert "1 to run" in capsys.readouterr().err
+    assert len(pd.read_csv(out / "runs.csv")) == 1 and len(pd.read_csv(out / "layers.csv")) == 3
+    assert len(pd.read_csv(out / "curves.csv")) == 1
+
+
+def test_cell_ids_are_pinned():
+    """Changing how ids are computed silently reruns every finished cell of every user: pin a few."""
+    a = Cell(method="crbg", arch="lenet300", dataset="mnist", target_sparsity=0.9, seed=0,
+             hparams=(("lr", 0.01), ("sigma", 0.5)))
+    b = Cell(method="edgepopup", arch="conv4", dataset="cifar10", target_sparsity=0.5, seed=3, epochs=100)
+    assert a.id == "30dad0caa7033ca3"
+    assert b.id == "95763680ac29bffd"
+    assert a.id != Cell(**{**a.__dict__, "seed": 1}).id
+
+
+def test_partial_last_line_is_repaired_on_append(tmp_path):
+    path = tmp_path / "x.csv"
+    append_rows(path, [{"cell": "a", "v": 1}])
+    with open(path, "a") as f:
+        f.write("b,2")  # a writer killed before its newline
+    append_rows(path, [{"cell": "c", "v": 3}])
+    assert [r["cell"] for r in read_rows(path)] == ["a", "c"]
+
+
+def test_sigkill_at_random_instants_then_resume(tmp_path):
+    """Kill a running sweep with SIGKILL 5 times, resume each time: every CSV parses, every cell is
+    there exactly once, and no finished cell was recomputed (its mask file is never rewritten)."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "benchmarks.cli", "run", "--methods", "crbg,edgepopup", "--arch", "lenet300",
+           "--dataset", "synthetic", "--sparsity", "0.3,0.5,0.7,0.9", "--seeds", "0,1", "--epochs", "30",
+           "--batch-size", "32", "--no-progress", "--out", str(out)]
+    rng = random.Random(0)
+    finished_mtimes: dict[str, int] = {}
+    kills = 0
+    for attempt in range(5):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(5.0, 10.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        for cell, mtime in finished_mtimes.items():  # finished before this attempt: untouched
+            assert (out / "masks" / f"{cell}.pt").stat().st_mtime_ns == mtime
+        if (out / "runs.csv").exists():
+            for row in read_rows(out / "runs.csv"):
+                finished_mtimes.setdefault(row["cell"], (out / "masks" / f"{row['cell']}.pt").stat().st_mtime_ns)
+    assert kills >= 3
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    for cell, mtime in finished_mtimes.items():
+        assert (out / "masks" / f"{cell}.pt").stat().st_mtime_ns == mtime
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 16 and runs.cell.is_unique and (runs.status == "ok").all()
+    curves = pd.read_csv(out / "curves.csv")
+    assert len(curves) == 16 * 30 and not curves.duplicated(["cell", "epoch"]).any()
+    layers = pd.read_csv(out / "layers.csv")
+    assert len(layers) == 16 * 3 and set(layers.cell) == set(runs.cell)
+    assert os.listdir(out / "running") == []  # every cell that ran to the end removed its marker
