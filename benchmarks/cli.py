@@ -77,6 +77,29 @@ def make_parser() -> argparse.ArgumentParser:
     rep.add_argument("--layer-target", type=float, help="target sparsity for the per-layer plot (default highest)")
     rep.add_argument("--metric", default="test_acc", choices=["test_acc", "val_acc"], help="accuracy column")
 
+    tune = sub.add_parser("tune", help="tune one method's hyperparameters with Optuna (validation split only)",
+                          description="Optuna search over the method's declared space. Objective: validation "
+                                      "accuracy subject to achieved sparsity >= target, with per-epoch reports and "
+                                      "a median pruner; or --objective pareto: (accuracy, sparsity) front. Run the "
+                                      "same command on many machines with one --storage URL to share the study.")
+    tune.add_argument("--method", required=True, help="the method to tune, e.g. crbg")
+    tune.add_argument("--arch", default="lenet300")
+    tune.add_argument("--dataset", default="mnist")
+    tune.add_argument("--sparsity", type=float, default=0.9, help="target sparsity (default 0.9)")
+    tune.add_argument("--granularity", default="unstructured")
+    tune.add_argument("--trials", type=int, default=20, help="trials this worker runs (default 20)")
+    tune.add_argument("--budget-epochs", dest="budget_epochs", type=int, default=3, help="epochs per trial")
+    tune.add_argument("--objective", default="constrained", choices=["constrained", "pareto"])
+    tune.add_argument("--storage", help="Optuna RDB URL, e.g. postgresql://user@host/db (default SQLite in --out)")
+    tune.add_argument("--study", help="study name (default from method, arch, dataset, target, objective)")
+    tune.add_argument("--seed", type=int, default=0, help="the seed every trial uses")
+    tune.add_argument("--batch-size", dest="batch_size", type=int, default=128)
+    tune.add_argument("--device", default="auto")
+    tune.add_argument("--data-root", dest="data_root")
+    tune.add_argument("--out", help="output folder (default results/tune_<study>)")
+    tune.add_argument("--heartbeat", type=int, default=30,
+                      help="seconds between trial heartbeats; a trial silent for twice that is marked failed")
+
     stat = sub.add_parser("status", help="cells done, running, failed and remaining in a result folder")
     stat.add_argument("folder", type=Path)
 
@@ -111,6 +134,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = args.out or Path("reports") / args.folders[0].resolve().name
     build_report(args.folders, out, args.x_mode, args.layer_target, args.metric)
     print(f"report written to {out / 'index.md'} and {out / 'index.html'}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from benchmarks.tune import TuneSpec, run_tune
+
+    fields = {k: v for k, v in vars(args).items() if k != "command"}
+    run_tune(TuneSpec(**fields, progress=sys.stderr.isatty()))
     return 0
 
 
@@ -161,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_plugins()
         args = make_parser().parse_args(argv)
-        commands = {"run": cmd_run, "report": cmd_report, "status": cmd_status, "list": cmd_list}
+        commands = {"run": cmd_run, "tune": cmd_tune, "report": cmd_report, "status": cmd_status,
+                    "list": cmd_list}
         return commands[args.command](args)
     except UserError as e:
         print(f"bench: error: {e}", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -77,8 +77,10 @@ def search_step(model: nn.Module, pruner: Pruner, opt: torch.optim.Optimizer, sc
 
 
 def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: torch.device, seed: int,
-          progress: bool = True) -> TrainResult:
-    """Search the mask for `epochs` epochs, fix it (`pruner.finalize`), and evaluate."""
+          progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+          test: bool = True) -> TrainResult:
+    """Search the mask for `epochs` epochs, fix it (`pruner.finalize`), and evaluate. `on_epoch` sees each
+    epoch's metrics (tuning reports and prunes there); `test=False` never touches the test set."""
     model = pruner.model.to(device)
     steps_per_epoch = math.ceil(len(splits.train) / batch_size)
     opt, sched = pruner.optimizer(epochs * steps_per_epoch)
@@ -105,9 +107,11 @@ def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: 
                "sparsity": pruner.report().sparsity, **pruner.state()}
         curves.append(row)
         bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_acc:.2f}", sparsity=f"{row['sparsity']:.3f}")
+        if on_epoch is not None:
+            on_epoch(row)
     bar.close()
     pruner.finalize()
     recalibrated = recalibrate_bn(model, splits, batch_size, device)
     return TrainResult(val_acc=evaluate(model, splits, "val", batch_size, device),
-                       test_acc=evaluate(model, splits, "test", batch_size, device),
+                       test_acc=evaluate(model, splits, "test", batch_size, device) if test else math.nan,
                        curves=curves, bn_recalibrated=recalibrated)

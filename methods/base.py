@@ -223,6 +223,11 @@ class Pruner(ABC):
     def optimizer(self, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
         """The method's optimiser over `parameters()` and a per-step LR scheduler (or None)."""
 
+    @staticmethod
+    def search_space(trial: Any) -> dict[str, Any]:
+        """Hyperparameters `bench tune` samples from an Optuna trial; empty = nothing to tune."""
+        return {}
+
     def penalty(self) -> Tensor:
         """Regulariser added to the loss; zero for methods without one."""
         return torch.zeros((), device=self.device)

@@ -116,6 +116,16 @@ class CRBG(Pruner):
         t = min(1.0, step / max(1.0, self.hp.ramp * self.total_steps))
         return final + (start - final) * (1.0 - t) ** 3
 
+    @staticmethod
+    def search_space(trial) -> dict:
+        """Optuna search space (`bench tune`): lambda, sigma, learning rate, mu init and threshold."""
+        return {"lam": trial.suggest_float("lam", 1e-3, 1e2, log=True),
+                "lam_lr": trial.suggest_float("lam_lr", 1e-3, 1e-1, log=True),
+                "sigma": trial.suggest_float("sigma", 0.1, 1.0),
+                "lr": trial.suggest_float("lr", 1e-3, 1e-1, log=True),
+                "mu_init": trial.suggest_float("mu_init", 0.3, 1.0),
+                "threshold": trial.suggest_float("threshold", 0.0, 0.7)}
+
     def state(self) -> dict[str, float]:
         return {"lambda": float(self.lam)}
 

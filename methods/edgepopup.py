@@ -91,6 +91,12 @@ class EdgePopup(Pruner):
     def make_mask(self, weight: Tensor, structured: bool) -> Mask:
         return EdgePopupMask(weight, structured, self.hp, 1.0 - self.target)
 
+    @staticmethod
+    def search_space(trial) -> dict:
+        """Optuna search space (`bench tune`): learning rate and weight decay on the scores."""
+        return {"lr": trial.suggest_float("lr", 1e-2, 1.0, log=True),
+                "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True)}
+
     def optimizer(self, total_steps: int):
         opt = torch.optim.SGD(self.parameters(), lr=self.hp.lr, momentum=self.hp.momentum,
                               weight_decay=self.hp.weight_decay)

@@ -1,0 +1,142 @@
+"""`bench tune`: validation-only objective, outputs `bench run` accepts, Pareto studies, a killed
+worker's trial marked failed, and two workers sharing one study on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+import benchmarks.trainer as trainer
+from benchmarks.cli import main
+
+TUNE = ["tune", "--method", "crbg", "--arch", "lenet300", "--dataset", "synthetic", "--sparsity", "0.8",
+        "--batch-size", "64"]
+
+
+def test_tune_uses_validation_only_and_writes_a_config_bench_run_accepts(tmp_path, monkeypatch, capsys):
+    seen = []
+    real = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda model, splits, which, *a: seen.append(which) or real(model, splits, which, *a))
+    out = tmp_path / "t"
+    assert main(TUNE + ["--trials", "3", "--budget-epochs", "2", "--out", str(out)]) == 0
+    assert set(seen) == {"val"}  # the test set is never seen while tuning
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 3 and set(trials.state) <= {"COMPLETE", "PRUNED"}
+    assert {"hp_lam", "hp_sigma", "hp_lr", "hp_mu_init", "hp_threshold"} <= set(trials.columns)
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["methods"] == ["crbg"] and set(best["hparams"]["crbg"]) >= {"lam", "sigma", "lr"}
+    printed = capsys.readouterr().out
+    assert "best parameters" in printed
+    run_out = tmp_path / "run"
+    assert main(["run", "--config", str(out / "best.yaml"), "--epochs", "1", "--no-progress", "--out", str(run_out)]) == 0
+    row = pd.read_csv(run_out / "runs.csv").iloc[0]
+    assert row.hp_lam == pytest.approx(best["hparams"]["crbg"]["lam"])
+    # the same command again continues the study (load_if_exists)
+    assert main(TUNE + ["--trials", "1", "--budget-epochs", "2", "--out", str(out)]) == 0
+    assert len(pd.read_csv(out / "trials.csv")) == 4
+
+
+def test_pareto_objective(tmp_path, capsys):
+    out = tmp_path / "p"
+    assert main(TUNE + ["--trials", "3", "--budget-epochs", "1", "--objective", "pareto", "--out", str(out)]) == 0
+    study = optuna.load_study(study_name="crbg_lenet300_synthetic_0.8_pareto", storage=f"sqlite:///{out / 'tune.db'}")
+    assert len(study.directions) == 2 and len(study.best_trials) >= 1
+    assert yaml.safe_load((out / "best.yaml").read_text())["hparams"]["crbg"]["target_mode"] == "none"
+    assert main(["tune", "--method", "edgepopup", "--dataset", "synthetic", "--objective", "pareto",
+                 "--out", str(tmp_path / "e")]) == 2
+    assert "fixed sparsity" in capsys.readouterr().err
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_killed_worker_trial_is_marked_failed_and_study_stays_usable(tmp_path):
+    out = tmp_path / "k"
+    cmd = [sys.executable, "-m", "benchmarks.cli", *TUNE, "--budget-epochs", "200", "--heartbeat", "1",
+           "--out", str(out), "--study", "k"]
+    storage = f"sqlite:///{out / 'tune.db'}"
+
+    def running() -> bool:
+        try:
+            study = optuna.load_study(study_name="k", storage=storage)
+        except Exception:
+            return False
+        return any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
+
+    proc = subprocess.Popen(cmd + ["--trials", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _wait_for(running, 60), "no trial started"
+        time.sleep(1.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    time.sleep(2.5)  # past the grace period (2 heartbeats)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.cli", *TUNE, "--budget-epochs", "1", "--heartbeat", "1",
+                           "--out", str(out), "--study", "k", "--trials", "1"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    trials = optuna.load_study(study_name="k", storage=storage).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
+    return found
+
+
+@pytest.fixture
+def postgres():
+    """A throw-away PostgreSQL server on 127.0.0.1 (run as the postgres user when we are root)."""
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip("PostgreSQL server binaries not installed (.ci/run installs Debian's postgresql)")
+    home = Path(tempfile.mkdtemp(prefix="ticketbench-pg-"))  # outside pytest's root-only tmp tree
+    data = home / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(home, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(as_user + [initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
+                   capture_output=True)
+    subprocess.run(as_user + [pg_ctl, "-D", str(data), "-w", "-l", str(home / "log"), "-o",
+                              f"-p {port} -h 127.0.0.1 -k {home}", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_user + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres):
+    cmd = [sys.executable, "-m", "benchmarks.cli", *TUNE, "--budget-epochs", "2", "--trials", "3",
+           "--storage", postgres, "--study", "shared"]
+    procs = [subprocess.Popen(cmd + ["--out", str(tmp_path / f"w{i}")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    trials = optuna.load_study(study_name="shared", storage=postgres).trials
+    assert sorted(t.number for t in trials) == list(range(6))  # none lost, none duplicated
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers contributed
