@@ -76,8 +76,8 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
     if x_mode not in X_MODES:
         raise UserError(f"--x must be one of {', '.join(X_MODES)}, got {x_mode!r}")
     res = load(folders)
-    if res.ok.empty:
-        raise UserError("no finished (status ok) cell in " + ", ".join(map(str, folders)))
+    if res.ok.empty and res.trials.empty:
+        raise UserError("no finished (status ok) cell or tuning trial in " + ", ".join(map(str, folders)))
     prepare_out(out)
     searched = res.ok[res.ok["method"] != "dense"]
     dense = res.ok[res.ok["method"] == "dense"]
@@ -125,6 +125,21 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
             paths = figures.training_curves(pcurves, palette, out, f"curves_{slug}")
             idx.figure(paths, "Validation accuracy and current sparsity of the binary mask per epoch "
                               "(dotted: the target), mean over seeds.")
+
+    if not res.trials.empty:
+        trials = res.trials.copy()
+        for col in ("val_acc", "sparsity"):
+            trials[col] = pd.to_numeric(trials.get(col), errors="coerce")
+        idx.heading("Tuning")
+        paths = figures.tuning_progress(trials, out, "tuning")
+        idx.figure(paths, "Validation accuracy of every completed Optuna trial (dots) and the best trial so far that "
+                          "reached the target sparsity (line), per study.")
+        trials.to_csv(out / "tuning_trials.csv", index=False)
+        top = trials[(trials.state == "COMPLETE") & (trials.feasible.astype(str) == "True")]
+        top = top.sort_values("val_acc", ascending=False).groupby("study").head(5)
+        cols = ["study", "trial", "val_acc", "sparsity", *[c for c in trials if c.startswith("hp_")]]
+        idx.text("Best five feasible trials per study (validation accuracy; the test set is never used in tuning):")
+        idx.table(tables.frame_markdown(top[cols].round(5)), top[cols], ["tuning_trials.csv"])
 
     gaps = missing_cells(res.runs)
     idx.heading("Missing and failed cells")

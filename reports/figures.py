@@ -131,3 +131,20 @@ def panels(df: pd.DataFrame):
     """Iterate (dataset, arch, slug, rows) over the figure panels."""
     for (dataset, arch), g in add_series(df).groupby(PANEL):
         yield dataset, arch, f"{dataset}_{arch}".replace(":", "-").replace("/", "-"), g
+
+
+def tuning_progress(trials: pd.DataFrame, out: Path, stem: str) -> list[Path]:
+    """Validation accuracy of each completed trial and the best feasible one so far, per study."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.4))
+        colors = sns.color_palette("colorblind", max(3, trials["study"].nunique()))
+        for color, (study, g) in zip(colors, trials.groupby("study")):
+            g = g.sort_values("trial")
+            done = g[g["state"] == "COMPLETE"]
+            ax.scatter(done["trial"], done["val_acc"], s=8, color=color, alpha=0.5)
+            best = done["val_acc"].where(done["feasible"].astype(str) == "True").cummax()
+            ax.step(done["trial"], best, where="post", color=color, lw=1.2, label=f"{study} (best feasible)")
+        ax.set_xlabel("trial")
+        ax.set_ylabel("val accuracy (%)")
+        ax.legend(frameon=False, fontsize=6)
+        return save(fig, out, stem)

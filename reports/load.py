@@ -17,11 +17,16 @@ CURVE_COLUMNS = {"cell": str, "epoch": int, "val_acc": float, "sparsity": float}
 LAYER_COLUMNS = {"cell": str, "layer": str, "weights": int, "kept": int, "sparsity": float}
 
 
+TRIALS = "trials.csv"
+TRIAL_COLUMNS = {"study": str, "trial": int, "state": str}
+
+
 @dataclass
 class Results:
     runs: pd.DataFrame      # every row of runs.csv (ok and failed), one per cell
     curves: pd.DataFrame
     layers: pd.DataFrame
+    trials: pd.DataFrame    # bench tune's trials.csv rows, when a folder has them
     folders: list[Path]
 
     @property
@@ -53,15 +58,24 @@ def _typed(path: Path, rows: list[dict[str, str]], columns: dict[str, type], onl
 
 def load(folders: list[Path]) -> Results:
     """All rows of the given result folders. A cell id seen twice keeps its last row."""
-    runs, curves, layers = [], [], []
+    runs, curves, layers, trials = [], [], [], []
     for folder in folders:
+        if (folder / TRIALS).exists():
+            trials.append(_typed(folder / TRIALS, read_rows(folder / TRIALS), TRIAL_COLUMNS))
+            if not (folder / RUNS).exists():
+                continue
         if not (folder / RUNS).exists():
-            raise UserError(f"{folder}: no {RUNS} (is this a bench results folder?)")
+            raise UserError(f"{folder}: no {RUNS} or {TRIALS} (is this a bench results folder?)")
         rows = read_rows(folder / RUNS)
         runs.append(_typed(folder / RUNS, rows, RUN_COLUMNS))
         _typed(folder / RUNS, rows, OK_RUN_COLUMNS, only_ok=True)  # failed rows have no numbers
         curves.append(_typed(folder / CURVES, read_rows(folder / CURVES), CURVE_COLUMNS))
         layers.append(_typed(folder / LAYERS, read_rows(folder / LAYERS), LAYER_COLUMNS))
+    trial_df = pd.concat(trials, ignore_index=True) if trials else pd.DataFrame(columns=list(TRIAL_COLUMNS))
+    if not runs:
+        empty = pd.DataFrame(columns=list(RUN_COLUMNS) + list(OK_RUN_COLUMNS))
+        return Results(empty, pd.DataFrame(columns=list(CURVE_COLUMNS)), pd.DataFrame(columns=list(LAYER_COLUMNS)),
+                       trial_df, folders)
     run_df = pd.concat(runs, ignore_index=True).drop_duplicates("cell", keep="last")
     for col in OK_RUN_COLUMNS:
         run_df[col] = pd.to_numeric(run_df.get(col), errors="coerce")
@@ -71,4 +85,4 @@ def load(folders: list[Path]) -> Results:
     # Curves and layers count only for cells that finished (a killed cell may have left some).
     curve_df = curve_df[curve_df["cell"].isin(known)].drop_duplicates(["cell", "epoch"], keep="last")
     layer_df = layer_df[layer_df["cell"].isin(known)].drop_duplicates(["cell", "layer"], keep="last")
-    return Results(run_df.reset_index(drop=True), curve_df, layer_df, folders)
+    return Results(run_df.reset_index(drop=True), curve_df, layer_df, trial_df, folders)

@@ -159,3 +159,19 @@ def test_missing_target_is_a_gap_in_the_line(tmp_path, monkeypatch):
     assert x[0] == 0.5 and math.isnan(x[1]) and x[2] == 0.9
     assert y[0] == 97.0 and math.isnan(y[1]) and y[2] == 95.0
     assert drawn["edgepopup"][1] == [96.0, 95.5, 93.0]
+
+
+def test_report_includes_tuning_trials(tmp_path, capsys):
+    folder = tmp_path / "tune"
+    folder.mkdir()
+    pd.DataFrame({"study": "s", "trial": [0, 1, 2, 3], "state": ["COMPLETE", "PRUNED", "COMPLETE", "COMPLETE"],
+                  "val_acc": [90.0, None, 93.0, 95.0], "sparsity": [0.9, None, 0.9, 0.85],
+                  "feasible": [True, False, True, False], "hp_lam": [1.0, 2.0, 3.0, 4.0]}).to_csv(folder / "trials.csv",
+                                                                                               index=False)
+    out = tmp_path / "rep"
+    assert main(["report", str(folder), "--out", str(out)]) == 0
+    assert (out / "tuning.png").exists() and (out / "tuning.pdf").exists()
+    index = (out / "index.md").read_text()
+    # the best feasible trial is 2 (93 %); trial 3 is more accurate but missed the sparsity target
+    table = index[index.index("Best five feasible"):]
+    assert "| s | 2 | 93.0 | 0.9 | 3.0 |" in table and "| s | 3 |" not in table
