@@ -110,6 +110,10 @@ def run_tune(spec: TuneSpec) -> Path:
     study = optuna.create_study(storage=_storage(spec, out), study_name=spec.study_name, directions=directions,
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
 
+    # The method's defaults are the first trial, so a study never ends below the default setting.
+    defaults = cls.search_space(optuna.trial.FixedTrial(dataclasses.asdict(cls.Hparams())))
+    study.enqueue_trial(defaults, skip_if_exists=True)
+
     def objective(trial: optuna.Trial):
         params = {**cls.search_space(trial), **fixed}
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")

@@ -46,7 +46,12 @@ def test_tune_uses_validation_only_and_writes_a_config_bench_run_accepts(tmp_pat
     assert row.hp_lam == pytest.approx(best["hparams"]["crbg"]["lam"])
     # the same command again continues the study (load_if_exists)
     assert main(TUNE + ["--trials", "1", "--budget-epochs", "2", "--out", str(out)]) == 0
-    assert len(pd.read_csv(out / "trials.csv")) == 4
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 4
+    # trial 0 is the method's default setting, enqueued once however often the command is run
+    defaults = {"hp_lam": 1.0, "hp_sigma": 0.5, "hp_lr": 0.01, "hp_mu_init": 0.5, "hp_threshold": 0.5}
+    is_default = (trials[list(defaults)] == pd.Series(defaults)).all(axis=1)
+    assert is_default.tolist() == [True, False, False, False]
 
 
 def test_pareto_objective(tmp_path, capsys):
