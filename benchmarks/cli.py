@@ -61,6 +61,11 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", dest="data_root", help="dataset folder (default $TICKETBENCH_DATA or ./data)")
     run.add_argument("--out", help="output folder (default results/<arch>_<dataset>)")
     run.add_argument("--name", help="name of the run folder under results/ when --out is not given")
+    run.add_argument("--workers", type=int, default=1,
+                     help="cells at once on this machine (worker processes; one GPU each where there are GPUs)")
+    run.add_argument("--executor", default="local", choices=["local", "ray"],
+                     help="local (default) or ray: each cell a Ray task, results written here by the driver")
+    run.add_argument("--address", help="Ray cluster address (default: start a local one)")
     run.add_argument("--rerun-failed", dest="rerun_failed", action="store_true",
                      help="also run cells whose earlier run failed (finished cells are always skipped)")
     run.add_argument("--force", action="store_true", help="recompute every cell, finished ones included")
@@ -120,7 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = SweepSpec.from_sources(args.config, flags)
     progress = args.progress and sys.stderr.isatty()  # bars on a terminal; one line per cell in logs
     out, rows = run_sweep(spec, progress=progress, download=args.download, rerun_failed=args.rerun_failed,
-                          force=args.force)
+                          force=args.force, workers=args.workers, executor=args.executor, address=args.address)
     print(summary_table(out))
     failed = [r for r in rows if r["status"] != "ok"]
     for r in failed:

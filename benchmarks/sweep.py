@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 import benchmarks
-from benchmarks.data import Splits, data_root, load_dataset
+from benchmarks.data import Splits
 from benchmarks.errors import UserError
 from benchmarks.results import CURVES, LAYERS, RUNS, append_rows, cell_status, prepare_out, purge_orphans, save_masks
 from benchmarks.spec import Cell, SweepSpec
@@ -143,13 +143,20 @@ def output_dir(spec: SweepSpec) -> Path:
 
 
 def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rerun_failed: bool = False,
-              force: bool = False) -> tuple[Path, list[dict[str, Any]]]:
+              force: bool = False, workers: int = 1, executor: str = "local",
+              address: str | None = None) -> tuple[Path, list[dict[str, Any]]]:
     """Run every cell of `spec` not already finished in the output folder (failed ones too with
-    `rerun_failed`, every one with `force`); return the folder and the new rows."""
+    `rerun_failed`, every one with `force`) on the chosen executor; return the folder and the new rows."""
+    from benchmarks import executors
+
     try:
         device = resolve_device(spec.device)
     except RuntimeError as e:
         raise UserError(f"bad device {spec.device!r}: {e}") from None
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if executor not in executors.EXECUTORS:
+        raise UserError(f"unknown executor {executor!r}; choose from {', '.join(executors.EXECUTORS)}")
     check_spec(spec, device)
     out = output_dir(spec)
     prepare_out(out)
@@ -160,26 +167,37 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
     failed = [c for c in cells if status.get(c.id) == "failed"]
     todo = [c for c in cells if force or c.id not in status or (rerun_failed and status[c.id] == "failed")]
     record_plan(out, cells)
-    root = data_root(spec.data_root)
-    splits = {name: load_dataset(name, root, download=download, val_size=spec.val_size)
-              for name in dict.fromkeys(c.dataset for c in todo)}
+    job = executors.Job(spec.data_root, spec.device, download, progress=progress and workers == 1)
+    if executor == "local":  # missing data fails here, before any work (a Ray cluster has its own disks)
+        for name in dict.fromkeys(c.dataset for c in todo):
+            executors._dataset(name, spec.data_root, download, spec.val_size)
     skipped_failed = "" if rerun_failed or force or not failed else \
         f", {len(failed)} failed before (--rerun-failed retries them)"
-    log(f"bench: {len(cells)} cells, {len(done)} already done{skipped_failed}, {len(todo)} to run -> {out}")
-    rows = []
-    started = time.time()
-    bar = tqdm(todo, desc="sweep", unit="cell", disable=not progress)
-    for i, cell in enumerate(bar, 1):
-        bar.set_postfix_str(f"{cell.method} {cell.arch} s={cell.target_sparsity} seed={cell.seed}")
+    where = f"ray at {address or 'a local cluster'}" if executor == "ray" else f"{workers} worker(s)"
+    log(f"bench: {len(cells)} cells, {len(done)} already done{skipped_failed}, {len(todo)} to run on {where} -> {out}")
+
+    def started(cell: Cell) -> None:
         mark_running(out, cell, True)
-        result = run_cell(cell, splits[cell.dataset], device, progress)
+
+    if executor == "ray":
+        results = executors.run_ray(todo, job, started, address)
+    elif workers > 1:
+        results = executors.run_pool(todo, job, started, workers)
+    else:
+        results = executors.run_sequential(todo, job, started)
+    rows = []
+    t0 = time.time()
+    bar = tqdm(total=len(todo), desc="sweep", unit="cell", disable=not progress)
+    for i, (cell, result) in enumerate(results, 1):
         write_cell(out, result, replace=cell.id in status)
         mark_running(out, cell, False)
         rows.append(result.run)
+        bar.update()
         r = result.run
         msg = (f"test {r['test_acc']:.2f}% sparsity {r['sparsity']:.4f}" if r["status"] == "ok"
                else f"FAILED {r['error']}")
-        eta = (time.time() - started) / i * (len(todo) - i)
+        eta = (time.time() - t0) / i * (len(todo) - i)
         log(f"[{i}/{len(todo)}] {cell.method} {cell.granularity} {cell.arch} {cell.dataset} "
-                   f"target {cell.target_sparsity} seed {cell.seed}: {msg} ({r['wall_s']:.0f}s, ETA {eta:.0f}s)")
+            f"target {cell.target_sparsity} seed {cell.seed}: {msg} ({r['wall_s']:.0f}s, ETA {eta:.0f}s)")
+    bar.close()
     return out, rows

@@ -1,0 +1,115 @@
+"""Where cells run: in this process, in a pool of local worker processes (``--workers N``), or as Ray
+tasks on a cluster (``--executor ray``). Every executor yields (cell, result) pairs back to the driver,
+which alone writes the CSVs, so results reach disk the same way whatever ran them."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+import multiprocessing as mp
+from functools import lru_cache
+from typing import Callable, Iterator
+
+import torch
+
+from benchmarks.data import Splits, data_root, load_dataset
+from benchmarks.errors import UserError
+from benchmarks.spec import Cell
+from benchmarks.sweep import CellResult, run_cell
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs besides the cell: where the data is and which device to use."""
+
+    data_root: str | None
+    device: str
+    download: bool
+    progress: bool = False
+
+
+@lru_cache(maxsize=4)
+def _dataset(name: str, root: str | None, download: bool, val_size: float) -> Splits:
+    return load_dataset(name, data_root(root), download=download, val_size=val_size)
+
+
+def run_job(cell: Cell, job: Job) -> CellResult:
+    """Run one cell in this process (datasets are loaded once per process)."""
+    from benchmarks.trainer import resolve_device
+
+    splits = _dataset(cell.dataset, job.data_root, job.download, cell.val_size)
+    return run_cell(cell, splits, resolve_device(job.device), job.progress)
+
+
+Started = Callable[[Cell], None]  # told when a cell is handed to a worker (running markers)
+
+
+def run_sequential(cells: list[Cell], job: Job, started: Started) -> Iterator[tuple[Cell, CellResult]]:
+    for cell in cells:
+        started(cell)
+        yield cell, run_job(cell, job)
+
+
+_GPU: str | None = None
+
+
+def _init_worker(threads: int, gpus: "mp.Queue | None") -> None:
+    global _GPU
+    torch.set_num_threads(threads)
+    if gpus is not None:
+        _GPU = f"cuda:{gpus.get()}"  # one GPU per worker process
+
+
+def _pool_job(cell: Cell, job: Job) -> CellResult:
+    if _GPU is not None and job.device in ("auto", "cuda"):
+        job = Job(job.data_root, _GPU, job.download)
+    return run_job(cell, job)
+
+
+def run_pool(cells: list[Cell], job: Job, started: Started, workers: int) -> Iterator[tuple[Cell, CellResult]]:
+    """N worker processes on this machine; with GPUs, one GPU per worker. Cells come back as they finish."""
+    ctx = mp.get_context("spawn")
+    use_gpus = job.device in ("auto", "cuda") and torch.cuda.is_available()
+    gpus = None
+    if use_gpus:
+        gpus = ctx.Queue()
+        for i in range(workers):
+            gpus.put(i % torch.cuda.device_count())
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, gpus)) as pool:
+        pending = {pool.submit(_pool_job, cell, job): cell for cell in cells}
+        for cell in cells:
+            started(cell)
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future.result()
+
+
+def run_ray(cells: list[Cell], job: Job, started: Started, address: str | None,
+            retries: int = 3) -> Iterator[tuple[Cell, CellResult]]:
+    """Each cell is a Ray task (1 CPU, and 1 GPU when the cluster has them); a task whose worker dies is
+    retried up to `retries` times. Results flow back here, to the driver."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError('--executor ray needs Ray: pip install -e ".[ray]"') from None
+    if not ray.is_initialized():
+        try:
+            local = {} if address else {"_node_ip_address": "127.0.0.1"}  # a new local cluster stays on loopback
+            ray.init(address=address, log_to_driver=False, include_dashboard=False, **local)
+        except Exception as e:
+            raise UserError(f"cannot connect to Ray at {address or 'a new local cluster'}: "
+                            f"{str(e).splitlines()[0]}") from None
+    gpus = 1 if job.device in ("auto", "cuda") and ray.cluster_resources().get("GPU", 0) > 0 else 0
+    remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=retries)(run_job)
+    pending = {remote.remote(cell, job): cell for cell in cells}
+    for cell in cells:
+        started(cell)
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            yield pending.pop(ref), ray.get(ref)
