@@ -65,10 +65,16 @@ def _storage(spec: TuneSpec, out: Path):
 
     url = spec.storage or f"sqlite:///{(out / 'tune.db').resolve()}"
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
-    try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=spec.heartbeat, grace_period=2 * spec.heartbeat)
-    except Exception as e:  # bad URL, unreachable server, missing driver
-        raise UserError(f"cannot open Optuna storage {url!r}: {str(e).splitlines()[0]}") from None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=spec.heartbeat,
+                                              grace_period=2 * spec.heartbeat)
+        except Exception as e:  # bad URL, unreachable server, missing driver, or a schema race
+            # Workers started together on a fresh database race to create Optuna's tables; the loser's
+            # retry finds them made.
+            if attempt == 4 or "UniqueViolation" not in repr(e) and "already exists" not in str(e):
+                raise UserError(f"cannot open Optuna storage {url!r}: {str(e).splitlines()[0]}") from None
+            time.sleep(0.5 + attempt)
 
 
 def _cell_spec(spec: TuneSpec, params: dict[str, Any]) -> SweepSpec:
