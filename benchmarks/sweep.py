@@ -35,7 +35,7 @@ def versions(device: torch.device) -> dict[str, str]:
     import torchvision
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return {"device": f"{device.type}:{name}", "torch": torch.__version__, "torchvision": torchvision.__version__,
+    return {"device": f"{device.type}:{name}", "threads": torch.get_num_threads(), "torch": torch.__version__, "torchvision": torchvision.__version__,
             "timm": timm.__version__, "python": platform.python_version(), "ticketbench": benchmarks.__version__}
 
 
