@@ -32,7 +32,8 @@ class Job:
 
 
 @lru_cache(maxsize=4)
-def _dataset(name: str, root: str | None, download: bool, val_size: float) -> Splits:
+def dataset(name: str, root: str | None, download: bool, val_size: float) -> Splits:
+    """A dataset loaded once per process."""
     return load_dataset(name, data_root(root), download=download, val_size=val_size)
 
 
@@ -40,7 +41,7 @@ def run_job(cell: Cell, job: Job) -> CellResult:
     """Run one cell in this process (datasets are loaded once per process)."""
     from benchmarks.trainer import resolve_device
 
-    splits = _dataset(cell.dataset, job.data_root, job.download, cell.val_size)
+    splits = dataset(cell.dataset, job.data_root, job.download, cell.val_size)
     return run_cell(cell, splits, resolve_device(job.device), job.progress)
 
 

@@ -87,8 +87,13 @@ def append_rows(path: Path, rows: list[dict[str, Any]], replace: str | None = No
     columns += missing
     with open(path, newline="") as f:
         old = [row for row in csv.DictReader(f) if row.get("cell") != replace]
+    _rewrite(path, columns, old + rows)
+
+
+def _rewrite(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """Replace the CSV at `path` whole: write a temporary file, then atomically move it into place."""
     tmp = path.with_suffix(".tmp")
-    _fsync_write(tmp, _rows_text(columns, old, header=True) + _rows_text(columns, rows, header=False), "w")
+    _fsync_write(tmp, _rows_text(columns, rows, header=True), "w")
     os.replace(tmp, path)
 
 
@@ -102,9 +107,7 @@ def purge_orphans(out: Path, finished: set[str]) -> None:
         rows = read_rows(path)
         kept = [r for r in rows if r["cell"] in finished]
         if len(kept) < len(rows):
-            tmp = path.with_suffix(".tmp")
-            _fsync_write(tmp, _rows_text(read_header(path), kept, header=True), "w")
-            os.replace(tmp, path)
+            _rewrite(path, read_header(path), kept)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

@@ -21,38 +21,32 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sweep_status(out: Path) -> dict[str, list[str]]:
-    """Cell ids by state: done, failed, running (a live process holds its marker), remaining."""
+def describe(out: Path) -> str:
+    """Cells by state: done, failed, running (a live process holds its marker), remaining; then one line
+    per running or failed cell."""
     if not (out / PLAN).exists():
         raise UserError(f"{out}: no {PLAN}; not a folder written by bench run")
     try:
         plan = json.loads((out / PLAN).read_text())
     except json.JSONDecodeError as e:
         raise UserError(f"{out / PLAN}: malformed JSON at line {e.lineno}") from None
-    last = {row["cell"]: row["status"] for row in read_rows(out / RUNS)}
+    rows = {row["cell"]: row for row in read_rows(out / RUNS)}
     running = set()
     for marker in (out / RUNNING).glob("*") if (out / RUNNING).is_dir() else []:
         text = marker.read_text().strip()
-        if text.isdigit() and _alive(int(text)) and last.get(marker.name) != "ok":
+        if text.isdigit() and _alive(int(text)) and rows.get(marker.name, {}).get("status") != "ok":
             running.add(marker.name)
     states: dict[str, list[str]] = {"done": [], "failed": [], "running": [], "remaining": []}
     for cell in plan:
-        state = "running" if cell in running else {"ok": "done", "failed": "failed"}.get(last.get(cell), "remaining")
+        status = rows.get(cell, {}).get("status")
+        state = "running" if cell in running else {"ok": "done", "failed": "failed"}.get(status, "remaining")
         states[state].append(cell)
-    return states
-
-
-def describe(out: Path) -> str:
-    states = sweep_status(out)
-    plan = json.loads((out / PLAN).read_text())
-    total = sum(len(v) for v in states.values())
-    lines = [f"{out}: {total} cells: {len(states['done'])} done, {len(states['running'])} running, "
+    lines = [f"{out}: {len(plan)} cells: {len(states['done'])} done, {len(states['running'])} running, "
              f"{len(states['failed'])} failed, {len(states['remaining'])} remaining"]
-    errors = {row["cell"]: row.get("error", "") for row in read_rows(out / RUNS)}
     for state in ("running", "failed"):
         for cell in states[state]:
             c = plan[cell]
-            extra = f": {errors.get(cell, '')}" if state == "failed" else ""
+            extra = f": {rows[cell].get('error', '')}" if state == "failed" else ""
             lines.append(f"  {state:<8} {cell} {c['method']} {c['granularity']} {c['arch']} {c['dataset']} "
                          f"target {c['target_sparsity']} seed {c['seed']}{extra}")
     return "\n".join(lines)

@@ -35,8 +35,8 @@ def versions(device: torch.device) -> dict[str, str]:
     import torchvision
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return {"device": f"{device.type}:{name}", "threads": torch.get_num_threads(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "timm": timm.__version__, "python": platform.python_version(), "ticketbench": benchmarks.__version__}
+    return {"device": f"{device.type}:{name}", "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "timm": timm.__version__, "python": platform.python_version(), "ticketbench": benchmarks.__version__}
 
 
 @dataclass
@@ -170,7 +170,7 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
     job = executors.Job(spec.data_root, spec.device, download, progress=progress and workers == 1)
     if executor == "local":  # missing data fails here, before any work (a Ray cluster has its own disks)
         for name in dict.fromkeys(c.dataset for c in todo):
-            executors._dataset(name, spec.data_root, download, spec.val_size)
+            executors.dataset(name, spec.data_root, download, spec.val_size)
     skipped_failed = "" if rerun_failed or force or not failed else \
         f", {len(failed)} failed before (--rerun-failed retries them)"
     where = f"ray at {address or 'a local cluster'}" if executor == "ray" else f"{workers} worker(s)"

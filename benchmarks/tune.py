@@ -97,7 +97,7 @@ def run_tune(spec: TuneSpec) -> Path:
             raise UserError(f"--objective pareto needs a method whose sparsity comes from a penalty; "
                             f"{spec.method} has a fixed sparsity")
         fixed["target_mode"] = "none"  # sparsity is an outcome here, not a target
-    if not cls.search_space.__doc__ or cls.search_space is Pruner.search_space:
+    if cls.search_space is Pruner.search_space:
         raise UserError(f"method {spec.method!r} declares no search space")
     out = spec.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -105,16 +105,13 @@ def run_tune(spec: TuneSpec) -> Path:
     device = resolve_device(spec.device)
     splits = load_dataset(spec.dataset, data_root(spec.data_root))
 
-    if spec.objective == "pareto":
-        sampler = optuna.samplers.TPESampler(seed=None)
-        pruner = optuna.pruners.NopPruner()
-        directions = ["maximize", "maximize"]
+    if spec.objective == "pareto":  # multi-objective studies cannot prune on intermediate values
+        pruner, directions = optuna.pruners.NopPruner(), ["maximize", "maximize"]
     else:
-        sampler = optuna.samplers.TPESampler()  # reads the constraint each trial sets
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-        directions = ["maximize"]
+        pruner, directions = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1), ["maximize"]
+    # TPE reads the sparsity constraint each constrained trial sets
     study = optuna.create_study(storage=_storage(spec, out), study_name=spec.study_name, directions=directions,
-                                sampler=sampler, pruner=pruner, load_if_exists=True)
+                                sampler=optuna.samplers.TPESampler(), pruner=pruner, load_if_exists=True)
 
     # The method's defaults are the first trial, so a study never ends below the default setting.
     defaults = cls.search_space(optuna.trial.FixedTrial(dataclasses.asdict(cls.Hparams())))
