@@ -49,11 +49,24 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=csv_list(int), help="seeds (default 0)")
     run.add_argument("--granularity", type=csv_list(str),
                      help="unstructured and/or structured (default unstructured); methods skip what they lack")
+    run.add_argument("--regime", choices=["strong", "weak"],
+                     help="strong (default): weights frozen at init, only the mask is found and evaluated; "
+                          "weak (lottery ticket): the mask is found, then its surviving weights are trained "
+                          "from init (or the method's rewind point) with SGD 0.1, momentum 0.9, cosine")
     run.add_argument("--epochs", type=int, help="search epochs per cell (default 10)")
+    run.add_argument("--train-epochs", dest="train_epochs", type=int,
+                     help="weight-training epochs after the search in the weak regime, and for dense "
+                          "(default: --epochs)")
+    run.add_argument("--sanity", action="store_true", default=None,
+                     help="add sanity-check cells for every mask: random (same layer sparsities), shuffle "
+                          "(within each unit), reinit (same mask, new weights)")
     run.add_argument("--batch-size", dest="batch_size", type=int, help="batch size (default 128)")
     run.add_argument("--weight-init", dest="weight_init",
-                     help="frozen weights: scaled_signed_constant (default), signed_constant, kaiming_normal, "
-                          "uniform, scaled_kaiming_normal, scaled_uniform, keep (scaled: fan_in x density)")
+                     help="initial weights: auto (default: strong regime scaled_signed_constant for the mask-search "
+                          "methods and kaiming_normal for dense and the pruning-at-init baselines; weak regime "
+                          "kaiming_normal for all), signed_constant, "
+                          "kaiming_normal, uniform, scaled_signed_constant, scaled_kaiming_normal, "
+                          "scaled_uniform, keep (scaled: fan_in x density)")
     run.add_argument("--exclude", type=csv_list(str), help="glob patterns of module names never masked")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                      help="override a method hyperparameter, e.g. crbg.lr=0.02 (repeatable)")
@@ -119,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.sweep import run_sweep
 
     flags = {k: getattr(args, k) for k in ("methods", "arch", "dataset", "sparsity", "seeds", "granularity",
-                                           "epochs", "batch_size", "weight_init", "exclude", "device",
+                                           "regime", "epochs", "train_epochs", "sanity", "batch_size", "weight_init", "exclude", "device",
                                            "data_root", "out", "name")}
     flags["hparams"] = parse_sets(args.sets)
     spec = SweepSpec.from_sources(args.config, flags)

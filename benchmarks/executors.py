@@ -4,6 +4,7 @@ which alone writes the CSVs, so results reach disk the same way whatever ran the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ class Job:
     device: str
     download: bool
     progress: bool = False
+    checkpoints: str | None = None  # folder for per-epoch cell checkpoints (shared storage on a cluster)
 
 
 @lru_cache(maxsize=4)
@@ -42,7 +44,7 @@ def run_job(cell: Cell, job: Job) -> CellResult:
     from benchmarks.trainer import resolve_device
 
     splits = dataset(cell.dataset, job.data_root, job.download, cell.val_size)
-    return run_cell(cell, splits, resolve_device(job.device), job.progress)
+    return run_cell(cell, splits, resolve_device(job.device), job.progress, job.checkpoints)
 
 
 Started = Callable[[Cell], None]  # told when a cell is handed to a worker (running markers)
@@ -66,7 +68,7 @@ def _init_worker(threads: int, gpus: "mp.Queue | None") -> None:
 
 def _pool_job(cell: Cell, job: Job) -> CellResult:
     if _GPU is not None and job.device in ("auto", "cuda"):
-        job = Job(job.data_root, _GPU, job.download)
+        job = dataclasses.replace(job, device=_GPU)
     return run_job(cell, job)
 
 

@@ -19,15 +19,21 @@ import yaml
 
 from benchmarks.errors import UserError
 from methods import METHODS, get_method
+from methods.base import identity, later
 from methods.init import DEFAULT_WEIGHT_INIT, WEIGHT_INITS
+from methods.sanity import SANITY
 
 GRANULARITIES = ("unstructured", "structured")
-REGIMES = ("strong",)
+REGIMES = ("strong", "weak")
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One unit of work: one method on one model and dataset at one target and seed."""
+    """One unit of work: one method on one model and dataset at one target and seed.
+
+    Fields added after the first results were written are declared with `later(default)`: the id omits
+    them at their default, so earlier results keep their ids (`tests/test_sweep.py` pins a few).
+    """
 
     method: str
     arch: str
@@ -42,11 +48,13 @@ class Cell:
     exclude: tuple[str, ...] = ()
     val_size: float = 0.1
     hparams: tuple[tuple[str, Any], ...] = ()
+    train_epochs: int = later(0)  # weight training after the search: weak regime, and dense
+    sanity: str = later("none")
 
     @property
     def id(self) -> str:
-        settings = dataclasses.asdict(self)
-        settings["hparams"] = dict(self.hparams)
+        settings = identity(self)
+        settings["hparams"] = identity(self.build_hparams())
         blob = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -109,8 +117,10 @@ class SweepSpec:
     granularity: list[str] = field(default_factory=lambda: ["unstructured"])
     regime: str = "strong"
     epochs: int = 10
+    train_epochs: int | None = None
+    sanity: bool = False
     batch_size: int = 128
-    weight_init: str = DEFAULT_WEIGHT_INIT
+    weight_init: str = "auto"
     exclude: list[str] = field(default_factory=list)
     val_size: float = 0.1
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -131,10 +141,12 @@ class SweepSpec:
                 raise UserError(f"unknown granularity {g!r}; choose from {', '.join(GRANULARITIES)}")
         if self.regime not in REGIMES:
             raise UserError(f"unknown regime {self.regime!r}; available: {', '.join(REGIMES)}")
-        if self.weight_init not in WEIGHT_INITS:
-            raise UserError(f"unknown weight init {self.weight_init!r}; choose from {', '.join(WEIGHT_INITS)}")
+        if self.weight_init != "auto" and self.weight_init not in WEIGHT_INITS:
+            raise UserError(f"unknown weight init {self.weight_init!r}; choose from auto, {', '.join(WEIGHT_INITS)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise UserError("epochs and batch size must be at least 1")
+        if self.train_epochs is not None and self.train_epochs < 1:
+            raise UserError("train_epochs must be at least 1")
         if not 0.0 < self.val_size < 1.0:
             raise UserError(f"val_size {self.val_size} is outside (0, 1)")
         for m in self.hparams:
@@ -157,20 +169,30 @@ class SweepSpec:
         return build_spec(cls, values, str(config) if config else "flags")
 
     def cells(self) -> list[Cell]:
-        out = []
+        """The grid's cells. `dense` has one cell per (arch, dataset, seed) at target 0; with `sanity`, every
+        mask-producing cell is followed by its ablations (`methods.sanity`)."""
+        out: dict[str, Cell] = {}
         for method, arch, dataset, gran, target, seed in itertools.product(
                 self.methods, self.arch, self.dataset, self.granularity, self.sparsity, self.seeds):
-            if gran not in get_method(method).granularities:
+            cls = get_method(method)
+            if gran not in cls.granularities:
                 continue
-            out.append(Cell(method=method, arch=arch, dataset=dataset, target_sparsity=float(target),
-                            seed=int(seed), granularity=gran, regime=self.regime, epochs=self.epochs,
-                            batch_size=self.batch_size, weight_init=self.weight_init,
-                            exclude=tuple(self.exclude), val_size=self.val_size,
-                            hparams=self._method_hparams[method]))
+            trains = self.regime == "weak" or cls.dense
+            base = Cell(method=method, arch=arch, dataset=dataset, target_sparsity=0.0 if cls.dense else float(target),
+                        seed=int(seed), granularity=gran, regime=self.regime, epochs=self.epochs,
+                        batch_size=self.batch_size,
+                        weight_init=cls.default_init(self.regime) if self.weight_init == "auto" else self.weight_init,
+                        exclude=tuple(self.exclude), val_size=self.val_size,
+                        hparams=self._method_hparams[method],
+                        train_epochs=(self.train_epochs or self.epochs) if trains else 0)
+            variants = SANITY if self.sanity and not cls.dense else ("none",)
+            for variant in variants:
+                cell = dataclasses.replace(base, sanity=variant)
+                out.setdefault(cell.id, cell)
         if not out:
             raise UserError(f"no cell to run: none of the methods {self.methods} supports granularity "
                             f"{self.granularity}")
-        return out
+        return list(out.values())
 
     @property
     def run_name(self) -> str:
@@ -210,6 +232,8 @@ def build_spec(cls: type[SweepSpec], values: dict[str, Any], source: str) -> Swe
             if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
                 raise UserError(f"{source}: hparams must map method -> {{param: value}}")
             kwargs[key] = value
+        elif value is not None and key == "train_epochs":
+            kwargs[key] = parse_value(value, int, f"{source}: {key}")
         elif value is not None and default is not None:
             kwargs[key] = parse_value(value, type(default), f"{source}: {key}")
         else:

@@ -20,7 +20,7 @@ from benchmarks.data import Splits
 from benchmarks.errors import UserError
 from benchmarks.results import CURVES, LAYERS, RUNS, append_rows, cell_status, prepare_out, purge_orphans, save_masks
 from benchmarks.spec import Cell, SweepSpec
-from benchmarks.trainer import resolve_device, train
+from benchmarks.trainer import Recipe, resolve_device, train
 from benchmarks.zoo import MODELS, build_model
 from methods import Pruner, get_method
 
@@ -52,17 +52,26 @@ def build_pruner(cell: Cell, splits: Splits) -> Pruner:
     torch.manual_seed(cell.seed)
     model = build_model(cell.arch, splits.num_classes, splits.input_shape)
     return get_method(cell.method)(model, cell.target_sparsity, cell.granularity, cell.build_hparams(),
-                                   exclude=cell.exclude, weight_init=cell.weight_init)
+                                   exclude=cell.exclude, weight_init=cell.weight_init, regime=cell.regime)
 
 
-def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = True) -> CellResult:
-    """Run one cell and turn its outcome into rows. A failure inside the cell becomes a failed row."""
+def checkpoint_path(checkpoints: str | Path | None, cell: Cell) -> Path | None:
+    return Path(checkpoints) / f"{cell.id}.pt" if checkpoints else None
+
+
+def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = True,
+             checkpoints: str | Path | None = None) -> CellResult:
+    """Run one cell and turn its outcome into rows. A failure inside the cell becomes a failed row.
+    With a `checkpoints` folder the cell saves its state every epoch there and resumes from it."""
     start = time.time()
     base = {"cell": cell.id, "method": cell.method, "granularity": cell.granularity, "regime": cell.regime,
-            "arch": cell.arch, "dataset": cell.dataset, "target_sparsity": cell.target_sparsity}
+            "sanity": cell.sanity, "arch": cell.arch, "dataset": cell.dataset, "target_sparsity": cell.target_sparsity}
+    recipe = Recipe()
     try:
         pruner = build_pruner(cell, splits)
-        result = train(pruner, splits, cell.epochs, cell.batch_size, device, cell.seed, progress)
+        result = train(pruner, splits, cell.epochs, cell.batch_size, device, cell.seed, progress,
+                       train_epochs=cell.train_epochs, sanity=cell.sanity,
+                       checkpoint=checkpoint_path(checkpoints, cell), recipe=recipe)
     except (RuntimeError, ValueError, FloatingPointError) as e:
         run = {**base, "seed": cell.seed, "epochs": cell.epochs, "batch_size": cell.batch_size,
                "wall_s": round(time.time() - start, 2), **versions(device), "status": "failed",
@@ -76,14 +85,18 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
         "seed": cell.seed, "epochs": cell.epochs, "batch_size": cell.batch_size,
         "test_acc": result.test_acc, "val_acc": result.val_acc,
         "prunable_weights": report.weights, "kept_weights": report.kept,
-        "weight_init": cell.weight_init, "exclude": ";".join(cell.exclude), "val_size": cell.val_size,
+        "layer_collapse": len(report.collapsed), "collapsed_layers": ";".join(report.collapsed),
+        "search_epochs": result.search_epochs, "search_s": result.search_s,
+        "train_epochs": result.train_epochs, "train_s": result.train_s,
+        **({f"train_{k}": v for k, v in dataclasses.asdict(recipe).items()} if result.train_epochs else {}),
+        "weight_init": pruner.weight_init, "exclude": ";".join(cell.exclude), "val_size": cell.val_size,
         "bn_recalibrated": result.bn_recalibrated,
         "wall_s": round(time.time() - start, 2), **versions(device),
         **{f"hp_{k}": v for k, v in pruner.record().items()},
         "status": "ok", "error": "",
     }
-    key = {"cell": cell.id, "method": cell.method, "granularity": cell.granularity,
-           "target_sparsity": cell.target_sparsity, "seed": cell.seed}
+    key = {"cell": cell.id, "method": cell.method, "granularity": cell.granularity, "regime": cell.regime,
+           "sanity": cell.sanity, "target_sparsity": cell.target_sparsity, "seed": cell.seed}
     curves = [{**key, **row} for row in result.curves]
     layers = [{"cell": cell.id, "layer": layer.name, "shape": layer.shape, "weights": layer.weights,
                "kept": layer.kept, "sparsity": layer.sparsity, "units": layer.units, "units_kept": layer.units_kept}
@@ -102,7 +115,7 @@ def write_cell(out: Path, result: CellResult, replace: bool = False) -> None:
     append_rows(out / RUNS, [result.run], replace=cell if replace else None)
 
 
-PLAN, RUNNING = "plan.json", "running"
+PLAN, RUNNING, CHECKPOINTS = "plan.json", "running", "checkpoints"
 
 
 def record_plan(out: Path, cells: list[Cell]) -> None:
@@ -167,7 +180,12 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
     failed = [c for c in cells if status.get(c.id) == "failed"]
     todo = [c for c in cells if force or c.id not in status or (rerun_failed and status[c.id] == "failed")]
     record_plan(out, cells)
-    job = executors.Job(spec.data_root, spec.device, download, progress=progress and workers == 1)
+    checkpoints = out / CHECKPOINTS
+    for cell in todo:  # a recomputed cell starts afresh; an interrupted one resumes from its checkpoint
+        if cell.id in status:
+            checkpoint_path(checkpoints, cell).unlink(missing_ok=True)
+    job = executors.Job(spec.data_root, spec.device, download, progress=progress and workers == 1,
+                        checkpoints=str(checkpoints))
     if executor == "local":  # missing data fails here, before any work (a Ray cluster has its own disks)
         for name in dict.fromkeys(c.dataset for c in todo):
             executors.dataset(name, spec.data_root, download, spec.val_size)
@@ -191,13 +209,15 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
     for i, (cell, result) in enumerate(results, 1):
         write_cell(out, result, replace=cell.id in status)
         mark_running(out, cell, False)
+        checkpoint_path(checkpoints, cell).unlink(missing_ok=True)
         rows.append(result.run)
         bar.update()
         r = result.run
         msg = (f"test {r['test_acc']:.2f}% sparsity {r['sparsity']:.4f}" if r["status"] == "ok"
                else f"FAILED {r['error']}")
         eta = (time.time() - t0) / i * (len(todo) - i)
-        log(f"[{i}/{len(todo)}] {cell.method} {cell.granularity} {cell.arch} {cell.dataset} "
-            f"target {cell.target_sparsity} seed {cell.seed}: {msg} ({r['wall_s']:.0f}s, ETA {eta:.0f}s)")
+        sanity = f" sanity {cell.sanity}" if cell.sanity != "none" else ""
+        log(f"[{i}/{len(todo)}] {cell.method} {cell.granularity} {cell.regime} {cell.arch} {cell.dataset} "
+            f"target {cell.target_sparsity} seed {cell.seed}{sanity}: {msg} ({r['wall_s']:.0f}s, ETA {eta:.0f}s)")
     bar.close()
     return out, rows

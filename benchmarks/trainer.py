@@ -1,10 +1,14 @@
-"""The training loop: one cell = search a mask with a pruner on a model, then evaluate with the binary mask."""
+"""The training loop of one cell: prepare -> search the mask -> fix it -> (weak regime) train the surviving
+weights -> evaluate with the binary mask. Long phases checkpoint every epoch and resume from there."""
 
 from __future__ import annotations
 
 import math
+import os
+import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -12,6 +16,9 @@ from tqdm.auto import tqdm
 
 from benchmarks.data import Splits, batches
 from methods import Pruner
+from methods.base import SearchContext
+from methods.sanity import ablate
+from methods.schedules import lr_schedule
 
 
 class Diverged(RuntimeError):
@@ -24,12 +31,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """The standard weight-training recipe: weak-regime tickets, the dense reference, dense pre-training."""
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+
+
 @dataclass
 class TrainResult:
     val_acc: float
     test_acc: float
     curves: list[dict[str, Any]] = field(default_factory=list)
     bn_recalibrated: bool = False
+    search_epochs: int = 0
+    search_s: float = 0.0
+    train_epochs: int = 0
+    train_s: float = 0.0
 
 
 @torch.no_grad()
@@ -66,9 +87,10 @@ def recalibrate_bn(model: nn.Module, splits: Splits, batch_size: int, device: to
 def search_step(model: nn.Module, pruner: Pruner, opt: torch.optim.Optimizer, sched: Any, criterion: nn.Module,
                 x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
     """One mask-search step; returns the detached loss (no host-device sync)."""
-    loss = criterion(model(x), y) + pruner.penalty()
+    loss = pruner.loss(model, x, y, criterion)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    pruner.before_step()
     opt.step()
     if sched is not None:
         sched.step()
@@ -76,42 +98,200 @@ def search_step(model: nn.Module, pruner: Pruner, opt: torch.optim.Optimizer, sc
     return loss.detach()
 
 
+def weight_step(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, criterion: nn.Module,
+                x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One plain training step of the (masked) model's weights."""
+    loss = criterion(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.detach()
+
+
+class Checkpoint:
+    """Per-epoch state of a running cell in one file, replaced atomically, so a killed cell resumes at
+    its last finished epoch with the same result as an uninterrupted run (same RNG streams)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Any] | None:
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception:  # a checkpoint cut by a crash of the disk, not by us (we write atomically)
+            return None
+
+    def save(self, state: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+
+class CellRun:
+    """The phases of one cell over one dataset with one shuffling stream."""
+
+    def __init__(self, pruner: Pruner, splits: Splits, batch_size: int, device: torch.device, seed: int,
+                 progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None, checkpoint: Path | None,
+                 recipe: Recipe) -> None:
+        self.pruner, self.splits, self.batch_size, self.device = pruner, splits, batch_size, device
+        self.model = pruner.model.to(device)
+        self.shuffle = torch.Generator().manual_seed(seed)
+        self.progress, self.on_epoch, self.recipe = progress, on_epoch, recipe
+        self.criterion = nn.CrossEntropyLoss()
+        self.curves: list[dict[str, Any]] = []
+        self.elapsed = {"search": 0.0, "train": 0.0}  # wall seconds per phase, carried across resumes
+        self.ckpt = Checkpoint(checkpoint)
+        self.steps_per_epoch = math.ceil(len(splits.train) / batch_size)
+
+    def epoch_batches(self, augment: bool, shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for xb, yb in batches(self.splits.train, self.batch_size, self.device, shuffle=shuffle,
+                              generator=self.shuffle):
+            if augment and self.splits.augment is not None:
+                xb = self.splits.augment(xb)
+            yield self.splits.transform(xb), yb
+
+    def context(self) -> SearchContext:
+        return SearchContext(batches=lambda: self.epoch_batches(augment=False),
+                             train_weights=lambda n: self.train_weights(n, "pretrain"),
+                             criterion=self.criterion)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _state(self, phase: str, epoch: int, opt: torch.optim.Optimizer, sched: Any, **extra) -> dict[str, Any]:
+        return {"phase": phase, "epoch": epoch, "model": self.model.state_dict(),
+                "finals": {n: m.final for n, _, m in self.pruner.mask_modules()},
+                "opt": opt.state_dict(), "sched": sched.state_dict() if sched is not None else None,
+                "pruner": self.pruner.extra_state(), "rewind": self.pruner.rewind_state(),
+                "rng": torch.get_rng_state(), "shuffle": self.shuffle.get_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+                "curves": self.curves, "elapsed": self.elapsed, **extra}
+
+    def _restore(self, state: dict[str, Any], opt: torch.optim.Optimizer, sched: Any) -> None:
+        for name, _, mask in self.pruner.mask_modules():
+            final = state["finals"][name]
+            mask.final = None if final is None else final.to(self.device)
+        self.model.load_state_dict(state["model"], strict=False)
+        opt.load_state_dict(state["opt"])
+        if sched is not None:
+            sched.load_state_dict(state["sched"])
+        self.pruner.load_extra_state(state["pruner"])
+        self.pruner._rewind = {k: v.to(self.device) for k, v in state["rewind"].items()}
+        torch.set_rng_state(state["rng"])
+        self.shuffle.set_state(state["shuffle"])
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.curves = state["curves"]
+        self.elapsed = state["elapsed"]
+
+    def _end_epoch(self, phase: str, epoch: int, loss_sum: torch.Tensor, bar: tqdm) -> None:
+        train_loss = float(loss_sum) / self.steps_per_epoch
+        if not math.isfinite(train_loss):
+            raise Diverged(f"loss is {train_loss} in {phase} epoch {epoch}")
+        val_acc = evaluate(self.model, self.splits, "val", self.batch_size, self.device)
+        row = {"phase": phase, "epoch": epoch, "train_loss": train_loss, "val_acc": val_acc,
+               "sparsity": self.pruner.report().sparsity, **(self.pruner.state() if phase == "search" else {})}
+        self.curves.append(row)
+        bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_acc:.2f}", sparsity=f"{row['sparsity']:.3f}")
+        if self.on_epoch is not None:
+            self.on_epoch(row)
+
+    # -- phases -----------------------------------------------------------------------------------
+    def search(self, epochs: int) -> None:
+        """The method's search loop: `epochs` passes over the training data, the method's params only."""
+        opt, sched = self.pruner.optimizer(epochs * self.steps_per_epoch)
+        start = 0
+        state = self.ckpt.load()
+        if state is not None and state["phase"] == "search":
+            self._restore(state, opt, sched)
+            start = state["epoch"]
+        bar = tqdm(total=epochs * self.steps_per_epoch, initial=start * self.steps_per_epoch, desc="  search",
+                   leave=False, disable=not self.progress, unit="step")
+        step = start * self.steps_per_epoch
+        for epoch in range(start + 1, epochs + 1):
+            t0 = time.time()
+            self.model.train()
+            loss_sum = torch.zeros((), device=self.device)
+            for xb, yb in self.epoch_batches(augment=self.pruner.augment_search):
+                loss_sum += search_step(self.model, self.pruner, opt, sched, self.criterion, xb, yb, step)
+                step += 1
+                bar.update()
+            self.pruner.on_epoch(epoch)
+            self._end_epoch("search", epoch, loss_sum, bar)
+            self.elapsed["search"] += time.time() - t0
+            self.ckpt.save(self._state("search", epoch, opt, sched))
+        bar.close()
+
+    def train_weights(self, epochs: int, phase: str = "train") -> None:
+        """Train the model's own weights under the current masks with the standard recipe (masks fixed)."""
+        masks = {p: p.requires_grad for p in self.pruner.mask_parameters()}
+        for p in masks:
+            p.requires_grad_(False)
+        params = self.pruner.weight_parameters()
+        for p in params:
+            p.requires_grad_(True)
+        r = self.recipe
+        opt = torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
+        sched = lr_schedule(opt, r.schedule, epochs * self.steps_per_epoch)
+        start = 0
+        state = self.ckpt.load() if phase == "train" else None
+        if state is not None and state["phase"] == "train":
+            self._restore(state, opt, sched)
+            start = state["epoch"]
+        bar = tqdm(total=epochs * self.steps_per_epoch, initial=start * self.steps_per_epoch, desc=f"  {phase}",
+                   leave=False, disable=not self.progress, unit="step")
+        for epoch in range(start + 1, epochs + 1):
+            t0 = time.time()
+            self.model.train()
+            loss_sum = torch.zeros((), device=self.device)
+            for xb, yb in self.epoch_batches(augment=True):
+                loss_sum += weight_step(self.model, opt, sched, self.criterion, xb, yb)
+                bar.update()
+            self._end_epoch(phase, epoch, loss_sum, bar)
+            if phase == "train":
+                self.elapsed["train"] += time.time() - t0
+                self.ckpt.save(self._state("train", epoch, opt, sched))
+        bar.close()
+        for p in params:
+            p.requires_grad_(False)
+        for p, flag in masks.items():
+            p.requires_grad_(flag)
+
+
 def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: torch.device, seed: int,
           progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None,
-          test: bool = True) -> TrainResult:
-    """Search the mask for `epochs` epochs, fix it (`pruner.finalize`), and evaluate. `on_epoch` sees each
-    epoch's metrics (tuning reports and prunes there); `test=False` never touches the test set."""
-    model = pruner.model.to(device)
-    steps_per_epoch = math.ceil(len(splits.train) / batch_size)
-    opt, sched = pruner.optimizer(epochs * steps_per_epoch)
-    criterion = nn.CrossEntropyLoss()
-    shuffle = torch.Generator().manual_seed(seed)
-    curves: list[dict[str, Any]] = []
-    step = 0
-    bar = tqdm(total=epochs * steps_per_epoch, desc="  cell", leave=False, disable=not progress, unit="step")
-    for epoch in range(1, epochs + 1):
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        for xb, yb in batches(splits.train, batch_size, device, shuffle=True, generator=shuffle):
-            if splits.augment is not None:
-                xb = splits.augment(xb)
-            loss_sum += search_step(model, pruner, opt, sched, criterion, splits.transform(xb), yb, step)
-            step += 1
-            bar.update()
-        pruner.on_epoch(epoch)
-        train_loss = float(loss_sum) / steps_per_epoch
-        if not math.isfinite(train_loss):
-            raise Diverged(f"loss is {train_loss} in epoch {epoch}")
-        val_acc = evaluate(model, splits, "val", batch_size, device)
-        row = {"epoch": epoch, "train_loss": train_loss, "val_acc": val_acc,
-               "sparsity": pruner.report().sparsity, **pruner.state()}
-        curves.append(row)
-        bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_acc:.2f}", sparsity=f"{row['sparsity']:.3f}")
-        if on_epoch is not None:
-            on_epoch(row)
-    bar.close()
-    pruner.finalize()
-    recalibrated = recalibrate_bn(model, splits, batch_size, device)
-    return TrainResult(val_acc=evaluate(model, splits, "val", batch_size, device),
-                       test_acc=evaluate(model, splits, "test", batch_size, device) if test else math.nan,
-                       curves=curves, bn_recalibrated=recalibrated)
+          test: bool = True, train_epochs: int | None = None, sanity: str = "none",
+          checkpoint: Path | None = None, recipe: Recipe = Recipe()) -> TrainResult:
+    """Run a cell. Search the mask for `epochs` epochs (methods with a search loop), fix it
+    (`pruner.finalize`), apply a `sanity` ablation, then in the weak regime (and for `dense` always) train
+    the surviving weights from `pruner.rewind_state()` for `train_epochs` (default `epochs`), and evaluate.
+    `on_epoch` sees each epoch's metrics; `test=False` never touches the test set."""
+    run = CellRun(pruner, splits, batch_size, device, seed, progress, on_epoch, checkpoint, recipe)
+    state = run.ckpt.load()
+    if state is None:
+        t0 = time.time()
+        pruner.prepare(run.context())  # one-shot scores, dense pre-training: search cost too
+        run.elapsed["search"] += time.time() - t0
+    if pruner.searches and (state is None or state["phase"] == "search"):
+        run.search(epochs)
+    if state is None or state["phase"] == "search":
+        pruner.finalize()
+        ablate(pruner, sanity, seed)
+    n_train = (train_epochs or epochs) if pruner.regime == "weak" or pruner.dense else 0
+    if n_train:
+        if state is None or state["phase"] == "search":
+            pruner.model.load_state_dict(pruner.rewind_state(), strict=False)
+        run.train_weights(n_train)
+        recalibrated = False  # BN statistics were gathered under the final masks already
+    else:
+        recalibrated = recalibrate_bn(run.model, splits, batch_size, device)
+    return TrainResult(val_acc=evaluate(run.model, splits, "val", batch_size, device),
+                       test_acc=evaluate(run.model, splits, "test", batch_size, device) if test else math.nan,
+                       curves=run.curves, bn_recalibrated=recalibrated,
+                       search_epochs=pruner.extra_epochs + (epochs if pruner.searches else 0),
+                       search_s=round(run.elapsed["search"], 2), train_epochs=n_train,
+                       train_s=round(run.elapsed["train"], 2))

@@ -10,11 +10,12 @@ Sparsity vocabulary follows ``shared/specs/README.md``: sparsity is the fraction
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Iterator, Literal
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +24,7 @@ from torch.nn.utils import parametrize
 from methods.init import DEFAULT_WEIGHT_INIT, init_weight
 
 Granularity = Literal["unstructured", "structured"]
+Regime = Literal["strong", "weak"]
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -48,6 +50,7 @@ class Mask(nn.Module):
         super().__init__()
         self.structured = structured
         self.weight_shape = tuple(weight.shape)
+        self.bypass = False  # True: the mask is open (the dense network), see `Pruner.masks_open`
         self.register_buffer("final", None)
 
     @property
@@ -76,6 +79,8 @@ class Mask(nn.Module):
         return self.final if self.final is not None else self.binary_mask()
 
     def forward(self, weight: Tensor) -> Tensor:
+        if self.bypass:
+            return weight
         if self.final is not None:
             m = self.final
         elif self.training:
@@ -133,11 +138,28 @@ class SparsityReport:
         return 1.0 - self.kept / self.weights if self.weights else 0.0
 
     @property
+    def collapsed(self) -> list[str]:
+        """Layers with every weight pruned (layer collapse: the network is cut)."""
+        return [layer.name for layer in self.layers if layer.kept == 0]
+
+    @property
     def unit_sparsity(self) -> float | None:
         gated = [layer for layer in self.layers if layer.units is not None]
         if not gated:
             return None
         return 1.0 - sum(layer.units_kept for layer in gated) / sum(layer.units for layer in gated)
+
+
+def later(default: Any) -> Any:
+    """Declare a dataclass field added after results were published: cell ids omit it while it holds its
+    default, so old results keep their ids (every field of a `Hparams` or `Cell` added from now on uses it)."""
+    return field(default=default, metadata={"omit_if_default": True})
+
+
+def identity(obj: Any) -> dict[str, Any]:
+    """A dataclass's settings as they enter a cell id: every field, except `later` ones at their default."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)
+            if not (f.metadata.get("omit_if_default") and getattr(obj, f.name) == f.default)}
 
 
 @dataclass
@@ -148,16 +170,27 @@ class Hparams:
         return asdict(self)
 
 
+@dataclass
+class SearchContext:
+    """What the trainer lends a method before its search (`Pruner.prepare`)."""
+
+    batches: Callable[[], Iterable[tuple[Tensor, Tensor]]]  # one epoch of (input, label), no augmentation
+    train_weights: Callable[[int], None]  # train the (masked) model's weights for n epochs, standard recipe
+    criterion: Callable[[Tensor, Tensor], Tensor]
+
+
 class Pruner(ABC):
     """A method that finds a binary mask over a model's prunable weights.
 
     Life cycle, driven by the trainer::
 
-        pruner = get_method("crbg")(model, sparsity=0.9, granularity="unstructured")
-        opt, sched = pruner.optimizer(total_steps)
-        loss = criterion(model(x), y) + pruner.penalty(); ...; pruner.on_step(step)
-        pruner.on_epoch(epoch)
+        pruner = get_method("crbg")(model, sparsity=0.9, granularity="unstructured", regime="strong")
+        pruner.prepare(ctx)               # one-shot scoring, dense pre-training (optional)
+        opt, sched = pruner.optimizer(total_steps)          # only when `searches`
+        loss = pruner.loss(model, x, y, criterion); loss.backward(); pruner.before_step(); opt.step()
+        pruner.on_step(step); pruner.on_epoch(epoch)
         pruner.finalize()                 # fixes the final binary mask (exact projection etc.)
+        # weak regime: the trainer loads `pruner.rewind_state()` and trains the surviving weights
         pruner.masks(), pruner.report(), pruner.bake()
     """
 
@@ -165,6 +198,10 @@ class Pruner(ABC):
     Hparams: ClassVar[type[Hparams]]
     granularities: ClassVar[tuple[str, ...]] = ("unstructured",)
     mask_cls: ClassVar[type[Mask]]
+    searches: ClassVar[bool] = True  # runs the epoch loop; False: the mask is fixed by `prepare` (one-shot)
+    augment_search: ClassVar[bool] = True  # data augmentation during the search
+    weight_init: ClassVar[str] = DEFAULT_WEIGHT_INIT  # the strong regime's init when the sweep says "auto"
+    dense: ClassVar[bool] = False  # no mask at all: target sparsity 0, trained in both regimes
 
     def __init__(
         self,
@@ -173,22 +210,37 @@ class Pruner(ABC):
         granularity: Granularity = "unstructured",
         hparams: Hparams | None = None,
         exclude: tuple[str, ...] = (),
-        weight_init: str = DEFAULT_WEIGHT_INIT,
+        weight_init: str = "auto",
+        regime: Regime = "strong",
     ) -> None:
-        if not 0.0 < sparsity < 1.0:
+        if self.dense and sparsity != 0.0:
+            raise ValueError(f"method {self.name!r} keeps every weight: its target sparsity is 0, got {sparsity}")
+        if not self.dense and not 0.0 < sparsity < 1.0:
             raise ValueError(f"sparsity must be in (0, 1), got {sparsity}")
         if granularity not in self.granularities:
             raise ValueError(f"method {self.name!r} supports granularity {self.granularities}, not {granularity!r}")
+        if regime not in ("strong", "weak"):
+            raise ValueError(f"regime must be strong or weak, got {regime!r}")
         self.model = model
         self.target = sparsity
         self.granularity = granularity
+        self.regime = regime
         self.hp = hparams if hparams is not None else self.Hparams()
-        self.weight_init = weight_init
+        self.weight_init = self.default_init(regime) if weight_init == "auto" else weight_init
         self.structured = granularity == "structured"
         self.layers = prunable_modules(model, exclude)
         if not self.layers:
             raise ValueError("the model has no prunable (Linear/Conv) module left after exclusions")
+        self.extra_epochs = 0  # data passes a method spends outside the search loop (dense pre-training)
         self._attach()
+        self._rewind = self.weight_state()
+
+    @classmethod
+    def default_init(cls, regime: str) -> str:
+        """The weights a method starts from by default: in the weak regime every method starts from the
+        standard Kaiming-normal init, whose weights are then trained; in the strong regime the method's own
+        choice (the scaled signed constant for mask-search methods)."""
+        return cls.weight_init if regime == "strong" else "kaiming_normal"
 
     # -- construction -------------------------------------------------------------------------
     def _attach(self) -> None:
@@ -214,14 +266,57 @@ class Pruner(ABC):
         """The masks the method searches (all but a structured classifier's fixed one)."""
         return [mask for _, _, mask in self.mask_modules() if not isinstance(mask, FixedMask)]
 
+    def mask_parameters(self) -> list[nn.Parameter]:
+        return [p for _, _, mask in self.mask_modules() for p in mask.parameters()]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """The model's own parameters (weights, biases, norms), i.e. everything but the masks' state."""
+        masks = {id(p) for p in self.mask_parameters()}
+        return [p for p in self.model.parameters() if id(p) not in masks]
+
+    def weight_state(self) -> dict[str, Tensor]:
+        """A copy of the model's weights and buffers (BN statistics included), masks' state excluded."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()
+                if ".parametrizations.weight.0." not in f".{k}"}
+
+    def set_rewind_point(self) -> None:
+        """The weights the weak regime's retraining starts from from now on (default: the initial ones)."""
+        self._rewind = self.weight_state()
+
+    def rewind_state(self) -> dict[str, Tensor]:
+        return self._rewind
+
+    @contextlib.contextmanager
+    def masks_open(self) -> Iterator[None]:
+        """Run the model as the dense network (every mask passes the weight through)."""
+        masks = [mask for _, _, mask in self.mask_modules()]
+        for mask in masks:
+            mask.bypass = True
+        try:
+            yield
+        finally:
+            for mask in masks:
+                mask.bypass = False
+
     # -- what a method provides -----------------------------------------------------------------
     def parameters(self) -> list[nn.Parameter]:
         """The tensors the method optimises."""
-        return [p for _, _, mask in self.mask_modules() for p in mask.parameters()]
+        return self.mask_parameters()
 
-    @abstractmethod
     def optimizer(self, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
-        """The method's optimiser over `parameters()` and a per-step LR scheduler (or None)."""
+        """The method's optimiser over `parameters()` and a per-step LR scheduler (or None).
+        Every method with `searches` defines it."""
+        raise NotImplementedError(f"{self.name} has no search loop")
+
+    def prepare(self, ctx: SearchContext) -> None:
+        """Called once before the search loop (and instead of it when not `searches`)."""
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, criterion: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+        """The search objective on one batch. Default: the task loss plus the method's penalty."""
+        return criterion(model(x), y) + self.penalty()
+
+    def before_step(self) -> None:
+        """Called between backward and the optimiser step (gradient surgery)."""
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
@@ -242,6 +337,13 @@ class Pruner(ABC):
         """Scalar method state worth logging per epoch (lambda, temperature, ...)."""
         return {}
 
+    def extra_state(self) -> dict[str, Any]:
+        """Method state outside the model's state_dict that a checkpoint must carry (dual variables...)."""
+        return {"extra_epochs": self.extra_epochs}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.extra_epochs = state["extra_epochs"]
+
     def record(self) -> dict[str, Any]:
         """Everything that identifies how the result was produced: hyperparameters and protocol choices."""
         return self.hp.to_dict()
@@ -256,14 +358,22 @@ class Pruner(ABC):
     def device(self) -> torch.device:
         return self.layers[0][1].parametrizations.weight.original.device
 
-    def project_global(self, density: float) -> None:
-        """Exact projection: keep the `density` fraction of mask entries with the largest scores, globally."""
+    def project_global(self, density: float, scores: list[Tensor] | None = None) -> None:
+        """Exact projection: keep the `density` fraction of mask entries with the largest scores (default:
+        each mask's `scores()`), globally; the count is exact even where scores tie."""
         gated = self.gated()
-        flat = torch.cat([mask.scores().flatten() for mask in gated])
-        keep = max(1, round(density * flat.numel()))
-        threshold = kth_largest(flat, keep)
-        for mask in gated:
-            mask.freeze(mask.scores() >= threshold)
+        scores = scores if scores is not None else [mask.scores() for mask in gated]
+        flat = torch.cat([s.flatten() for s in scores])
+        keep = topk_mask(flat, max(1, round(density * flat.numel())))
+        for mask, part in zip(gated, keep.split([s.numel() for s in scores])):
+            mask.freeze(part.view(mask.mask_shape))
+
+    def project_layerwise(self, density: float, scores: list[Tensor] | None = None) -> None:
+        """Exact projection at the same `density` in every layer."""
+        gated = self.gated()
+        scores = scores if scores is not None else [mask.scores() for mask in gated]
+        for mask, s in zip(gated, scores):
+            mask.freeze(topk_mask(s.flatten(), max(1, round(density * s.numel()))).view(mask.mask_shape))
 
     def masks(self) -> dict[str, Tensor]:
         """The binary mask of every prunable weight, broadcast to the weight's full shape."""
@@ -297,6 +407,13 @@ class Pruner(ABC):
             with torch.no_grad():
                 module.weight.mul_(masks[name].to(module.weight.device, module.weight.dtype))
         return self.model
+
+
+def topk_mask(x: Tensor, k: int) -> Tensor:
+    """Boolean mask of exactly the `k` largest entries of a 1-D tensor (exact count, ties included)."""
+    keep = torch.zeros(x.numel(), dtype=torch.bool, device=x.device)
+    keep[torch.topk(x.float(), k, sorted=False).indices] = True
+    return keep
 
 
 def kth_largest(x: Tensor, k: int) -> Tensor:

@@ -8,7 +8,6 @@ model size); final mask 1[mu > threshold]. A target sparsity is reached by dual 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -16,8 +15,7 @@ from torch import Tensor
 
 from methods.base import Hparams, Mask, Pruner, normal_cdf
 from methods.schedules import lr_schedule
-
-TARGET_MODES = ("dual+project", "dual", "project", "none")
+from methods.target import TARGET_MODES, DensityController
 
 
 @dataclass
@@ -72,19 +70,17 @@ class CRBG(Pruner):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._gates = self.gated()
-        # lambda lives on the device so the per-step dual update needs no host-device sync
-        self.log_lam = torch.tensor(math.log(self.hp.lam), device=self.device)
         self._n_gates = sum(m.mu.numel() for m in self._gates)
-        self.total_steps = 1
-        self.start_density = float(self.gate_density())
+        self.control = DensityController(self.hp.lam, self.hp.lam_lr, self.hp.lam_down, self.hp.ramp,
+                                         1.0 - self.target, float(self.gate_density()), self.device)
 
     @property
     def lam(self) -> Tensor:
-        return self.log_lam.exp()
+        return self.control.lam
 
     def optimizer(self, total_steps: int):
-        self.total_steps = total_steps
-        self.log_lam = self.log_lam.to(self.device)  # the trainer may have moved the model
+        self.control.total_steps = total_steps
+        self.control.to(self.device)  # the trainer may have moved the model
         opt = torch.optim.Adam(self.parameters(), lr=self.hp.lr, fused=True)  # one kernel for all gates
         return opt, lr_schedule(opt, self.hp.schedule, total_steps)
 
@@ -100,21 +96,7 @@ class CRBG(Pruner):
 
     def on_step(self, step: int) -> None:
         if "dual" in self.hp.target_mode:
-            # Dual ascent in log-space on the constraint density <= target_density(step), with the
-            # relative error clipped to [-1, 1]. A gate pushed below 0 loses its task gradient, so an
-            # overshoot cannot be undone: lambda falls `lam_down` times faster than it rises.
-            err = (self.gate_density() / self.target_density(step) - 1.0).clamp(-1.0, 1.0)
-            rate = self.hp.lam_lr * torch.where(err < 0, self.hp.lam_down, 1.0)
-            self.log_lam = (self.log_lam + rate * err).clamp(-12.0, 12.0)
-
-    def target_density(self, step: int) -> float:
-        """Cubic ramp (Zhu & Gupta 2017) from the initial gate density to 1 - target over the first `ramp`
-        fraction of steps. Gates pushed below 0 get no task gradient any more, so sparsity only ratchets
-        up: approaching the target slowly from above avoids overshooting it."""
-        final = 1.0 - self.target
-        start = max(final, self.start_density)
-        t = min(1.0, step / max(1.0, self.hp.ramp * self.total_steps))
-        return final + (start - final) * (1.0 - t) ** 3
+            self.control.update(self.gate_density(), step)
 
     @staticmethod
     def search_space(trial) -> dict:
@@ -125,6 +107,13 @@ class CRBG(Pruner):
                 "lr": trial.suggest_float("lr", 1e-3, 1e-1, log=True),
                 "mu_init": trial.suggest_float("mu_init", 0.3, 1.0),
                 "threshold": trial.suggest_float("threshold", 0.0, 0.7)}
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "log_lam": self.control.log_lam}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        self.control.log_lam = state["log_lam"].to(self.device)
 
     def state(self) -> dict[str, float]:
         return {"lambda": float(self.lam)}

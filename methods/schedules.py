@@ -6,11 +6,12 @@ import math
 
 import torch
 
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "late_decay")
 
 
 def lr_schedule(opt: torch.optim.Optimizer, name: str, total_steps: int, warmup_steps: int = 0):
-    """A LambdaLR: linear warm-up for `warmup_steps`, then `name` (cosine to zero, or constant)."""
+    """A LambdaLR: linear warm-up for `warmup_steps`, then `name`: cosine to zero, constant, or
+    late_decay (x0.1 for the last quarter of the steps)."""
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
 
@@ -19,6 +20,8 @@ def lr_schedule(opt: torch.optim.Optimizer, name: str, total_steps: int, warmup_
             return (step + 1) / warmup_steps
         if name == "constant":
             return 1.0
+        if name == "late_decay":
+            return 0.1 if step >= 0.75 * total_steps else 1.0
         t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 

@@ -1,0 +1,171 @@
+"""Continuous Sparsification (Savarese, Silva and Maire, NeurIPS 2020). See ``shared/specs/continuous_sparsification.md``.
+
+Soft mask sigmoid(beta * s) per weight, s initialised to s0; beta grows geometrically from 1 to
+`beta_final` within each round (per step here, per epoch in the authors' code) and is reset between
+rounds, where s <- min(s, s0); penalty lambda * mean sigmoid(beta * s); ticket mask 1[s > 0].
+
+Our choices, recorded in every row:
+- no 1/sigmoid(s0) rescale: the mask is {0, 1} in evaluation as for every method, and the soft mask
+  tends to it as beta grows (the authors' rescale doubles the kept weights when s0 = 0);
+- the penalty is a mean over mask entries, so lambda means the same on any model; the published
+  sum-penalty lambda = 1e-8 corresponds to lam = 1e-8 x (number of prunable weights);
+- a target sparsity is reached as for CRBG: dual ascent on lambda toward a density ramp and an exact
+  global projection of s at the end (`target_mode`, "none" = the published uncontrolled behaviour);
+- strong regime (our adaptation; CS was published with trained weights): the weights stay frozen at
+  init and only s is trained. Weak regime (the paper): weights and s are trained jointly, the weights
+  are rewound to their snapshot at the end of epoch `rewind_epoch` and the ticket is retrained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from methods.base import Hparams, Mask, Pruner
+from methods.schedules import lr_schedule
+from methods.target import TARGET_MODES, DensityController
+
+
+@dataclass
+class CSHparams(Hparams):
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_lr: float = 0.1  # weak regime: the jointly trained weights
+    weight_decay: float = 1e-4  # on weights only, never on the mask logits
+    s0: float = 0.0
+    beta_final: float = 200.0
+    rounds: int = 1
+    rewind_epoch: int = 2
+    lam: float = 1e-2
+    lam_lr: float = 0.01
+    lam_down: float = 10.0
+    ramp: float = 0.5
+    target_mode: str = "dual+project"
+    schedule: str = "cosine"
+
+    def __post_init__(self) -> None:
+        if self.target_mode not in TARGET_MODES:
+            raise ValueError(f"cs.target_mode must be one of {', '.join(TARGET_MODES)}, got {self.target_mode!r}")
+        if self.rounds < 1 or self.beta_final < 1:
+            raise ValueError("cs.rounds must be >= 1 and cs.beta_final >= 1")
+
+
+class CSMask(Mask):
+    def __init__(self, weight: Tensor, structured: bool, hp: CSHparams) -> None:
+        super().__init__(weight, structured)
+        self.s = torch.nn.Parameter(torch.full(self.mask_shape, hp.s0, device=weight.device))
+        self.beta = 1.0
+
+    def search_mask(self) -> Tensor:
+        return torch.sigmoid(self.beta * self.s)
+
+    def binary_mask(self) -> Tensor:
+        return self.s.detach() > 0
+
+    def scores(self) -> Tensor:
+        return self.s.detach()
+
+
+class ContinuousSparsification(Pruner):
+    """Deterministic sigmoid relaxation of the mask with an annealed temperature and an L1 penalty."""
+
+    name = "cs"
+    Hparams = CSHparams
+    mask_cls = CSMask
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._masks = self.gated()
+        self._n = sum(m.s.numel() for m in self._masks)
+        self.control = DensityController(self.hp.lam, self.hp.lam_lr, self.hp.lam_down, self.hp.ramp,
+                                         1.0 - self.target, float(self.density()), self.device)
+        self.steps_per_round = 1
+
+    @property
+    def trains_weights(self) -> bool:
+        return self.regime == "weak"
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return self.mask_parameters() + (self.weight_parameters() if self.trains_weights else [])
+
+    def optimizer(self, total_steps: int):
+        self.control.total_steps = total_steps
+        self.control.to(self.device)
+        self.steps_per_round = max(1, total_steps // self.hp.rounds)
+        groups = [{"params": self.mask_parameters(), "weight_decay": 0.0}]
+        if self.trains_weights:
+            for p in self.weight_parameters():
+                p.requires_grad_(True)
+            groups.append({"params": self.weight_parameters(), "lr": self.hp.weight_lr,
+                           "weight_decay": self.hp.weight_decay})
+        opt = torch.optim.SGD(groups, lr=self.hp.lr, momentum=self.hp.momentum, nesterov=True)
+        return opt, lr_schedule(opt, self.hp.schedule, total_steps)
+
+    def beta(self, step: int) -> float:
+        """Geometric from 1 to beta_final within each round."""
+        t = (step % self.steps_per_round) / self.steps_per_round
+        return self.hp.beta_final ** t
+
+    def penalty(self) -> Tensor:
+        """lambda * mean soft-mask value."""
+        total = sum(torch.sigmoid(m.beta * m.s).sum() for m in self._masks)
+        return self.control.lam * total / self._n
+
+    @torch.no_grad()
+    def density(self) -> Tensor:
+        return sum((m.s > 0).sum() for m in self._masks) / self._n
+
+    def on_step(self, step: int) -> None:
+        if "dual" in self.hp.target_mode:
+            self.control.update(self.density(), step)
+        nxt = step + 1
+        if nxt % self.steps_per_round == 0 and nxt // self.steps_per_round < self.hp.rounds:
+            with torch.no_grad():  # a new round: s <- min(s, s0), temperature back to 1
+                for m in self._masks:
+                    m.s.clamp_(max=self.hp.s0)
+        beta = self.beta(nxt)
+        for m in self._masks:
+            m.beta = beta
+
+    def on_epoch(self, epoch: int) -> None:
+        if self.trains_weights and epoch == self.hp.rewind_epoch:
+            self.set_rewind_point()
+
+    def prepare(self, ctx) -> None:
+        if self.trains_weights and self.hp.rewind_epoch == 0:
+            self.set_rewind_point()
+
+    def finalize(self) -> None:
+        for p in self.weight_parameters():
+            p.requires_grad_(False)
+        if "project" in self.hp.target_mode:
+            self.project_global(1.0 - self.target)
+        else:
+            super().finalize()
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "log_lam": self.control.log_lam, "beta": self._masks[0].beta}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        self.control.log_lam = state["log_lam"].to(self.device)
+        for m in self._masks:
+            m.beta = state["beta"]
+
+    @staticmethod
+    def search_space(trial) -> dict:
+        """Optuna search space (`bench tune`): lambda, learning rate, s0 and the final temperature."""
+        return {"lam": trial.suggest_float("lam", 1e-4, 1e1, log=True),
+                "lr": trial.suggest_float("lr", 1e-2, 1.0, log=True),
+                "s0": trial.suggest_float("s0", -0.3, 0.3),
+                "beta_final": trial.suggest_float("beta_final", 10.0, 500.0, log=True)}
+
+    def state(self) -> dict[str, float]:
+        return {"lambda": float(self.control.lam), "beta": self._masks[0].beta}
+
+    def record(self) -> dict:
+        return {**super().record(), "penalty_norm": "mean_over_masks", "mask_rescale": "none",
+                "beta_schedule": "per_step_geometric", "weights": "trained" if self.trains_weights else "frozen",
+                "lambda_final": float(self.control.lam)}

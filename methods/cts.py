@@ -1,0 +1,147 @@
+"""Concrete Ticket Search (Arora and Teuscher, 2025). See ``shared/specs/concrete_ticket_search.md``.
+
+One logit s per weight, initialised to logit(density). Each step draws a binary-Concrete gate
+g = sigmoid(s + l / tau), l ~ Logistic(0, 1), tau = 2/3, with gradients through the sample. The
+sparsity constraint is enforced by gradient balancing instead of a tuned penalty: with the budget
+A = headroom * density * d and the density proxy sum sigmoid(s), when the proxy exceeds A the
+constraint gradient (100 / A) sigmoid(s)(1 - sigmoid(s)) is added with weight lambda_t, an EMA of
+||task grad|| / ||constraint grad||. The final mask is the exact global top-k of s.
+
+Objective: reverse KL(p_sparse || p_dense) to the same network with every gate open (the paper's
+default) when the weights are trained (weak regime); in the strong regime the dense teacher is an
+untrained random network, whose predictions carry no task information, so the objective there is the
+task cross-entropy (`objective="auto"`). Weak regime (rewind mode): the dense network is first trained
+for `rewind_epochs` epochs with the standard recipe, the search runs on those weights, and the ticket is
+trained from them. No data augmentation during the search, as in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from methods.base import Hparams, Mask, Pruner, SearchContext
+from methods.schedules import lr_schedule
+
+OBJECTIVES = ("auto", "reverse_kl", "ce")
+
+
+@dataclass
+class CTSHparams(Hparams):
+    lr: float = 0.1
+    tau: float = 2.0 / 3.0
+    headroom: float = 1.1
+    balance_momentum: float = 0.99
+    objective: str = "auto"
+    rewind_epochs: int = 1  # weak regime: dense training before the search (the paper: 9 for ResNet-20)
+    schedule: str = "late_decay"
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"cts.objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.tau <= 0 or self.headroom <= 0:
+            raise ValueError("cts.tau and cts.headroom must be > 0")
+
+
+class CTSMask(Mask):
+    def __init__(self, weight: Tensor, structured: bool, hp: CTSHparams, density: float) -> None:
+        super().__init__(weight, structured)
+        logit = math.log(density / (1.0 - density))
+        self.s = torch.nn.Parameter(torch.full(self.mask_shape, logit, device=weight.device))
+        self.tau = hp.tau
+
+    def search_mask(self) -> Tensor:
+        u = torch.rand_like(self.s).clamp_(1e-6, 1.0 - 1e-6)
+        return torch.sigmoid(self.s + (u.log() - (-u).log1p()) / self.tau)
+
+    def binary_mask(self) -> Tensor:
+        return self.s.detach() > 0  # the gate's median: P(g > 1/2) = sigmoid(tau * s) > 1/2
+
+    def scores(self) -> Tensor:
+        return self.s.detach()
+
+
+class CTS(Pruner):
+    """Binary-Concrete mask search under an exact budget with gradient balancing (KL to the dense net)."""
+
+    name = "cts"
+    Hparams = CTSHparams
+    augment_search = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._masks = self.gated()
+        n = sum(m.s.numel() for m in self._masks)
+        self.budget = self.hp.headroom * (1.0 - self.target) * n
+        self.balance = torch.zeros((), device=self.device)
+
+    def make_mask(self, weight: Tensor, structured: bool) -> Mask:
+        return CTSMask(weight, structured, self.hp, 1.0 - self.target)
+
+    @property
+    def objective(self) -> str:
+        if self.hp.objective != "auto":
+            return self.hp.objective
+        return "reverse_kl" if self.regime == "weak" else "ce"
+
+    def prepare(self, ctx: SearchContext) -> None:
+        if self.regime == "weak" and self.hp.rewind_epochs > 0:
+            with self.masks_open():
+                ctx.train_weights(self.hp.rewind_epochs)
+            self.set_rewind_point()
+            self.extra_epochs = self.hp.rewind_epochs
+
+    def optimizer(self, total_steps: int):
+        self.balance = self.balance.to(self.device)
+        opt = torch.optim.Adam(self.parameters(), lr=self.hp.lr)
+        return opt, lr_schedule(opt, self.hp.schedule, total_steps)
+
+    def loss(self, model, x: Tensor, y: Tensor, criterion) -> Tensor:
+        logits = model(x)
+        if self.objective == "ce":
+            return criterion(logits, y)
+        with torch.no_grad(), self.masks_open():
+            teacher = F.log_softmax(model(x), dim=1)
+        student = F.log_softmax(logits, dim=1)
+        return F.kl_div(teacher, student, log_target=True, reduction="batchmean")  # KL(student || teacher)
+
+    @torch.no_grad()
+    def before_step(self) -> None:
+        """Add lambda_t * constraint gradient to the logits' task gradient (no host-device sync)."""
+        probs = [torch.sigmoid(m.s) for m in self._masks]
+        excess = sum(p.sum() for p in probs) / self.budget - 1.0
+        g_s = [(100.0 / self.budget) * p * (1.0 - p) for p in probs]
+        task = torch.sqrt(sum((m.s.grad.float() ** 2).sum() for m in self._masks))
+        cons = torch.sqrt(sum((g ** 2).sum() for g in g_s)).clamp_min(1e-30)
+        target = torch.where(excess > 0, task / cons, torch.zeros_like(task))
+        self.balance.mul_(self.hp.balance_momentum).add_((1.0 - self.hp.balance_momentum) * target)
+        for m, g in zip(self._masks, g_s):
+            m.s.grad.add_(self.balance * g)
+
+    def finalize(self) -> None:
+        self.project_global(1.0 - self.target)
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "balance": self.balance}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        self.balance = state["balance"].to(self.device)
+
+    @staticmethod
+    def search_space(trial) -> dict:
+        """Optuna search space (`bench tune`): learning rate and temperature."""
+        return {"lr": trial.suggest_float("lr", 1e-3, 0.3, log=True),
+                "tau": trial.suggest_float("tau", 0.3, 1.5)}
+
+    def state(self) -> dict[str, float]:
+        return {"lambda": float(self.balance)}
+
+    def record(self) -> dict:
+        return {**super().record(), "objective_used": self.objective, "kl_direction": "KL(sparse||dense)",
+                "density_proxy": "sum_sigmoid_s", "relaxation": "sigmoid(s + logistic/tau)",
+                "target_mode": "balance+exact_topk"}

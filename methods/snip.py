@@ -1,0 +1,21 @@
+"""SNIP (Lee, Ajanthan and Torr, ICLR 2019): connection sensitivity |w * dL/dw| at initialisation."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from methods.base import SearchContext
+from methods.pai import OneShotHparams, OneShotPruner
+
+
+class SNIP(OneShotPruner):
+    """Keep the weights with the largest |w * dL/dw| on `batches` mini-batches at init (global)."""
+
+    name = "snip"
+    Hparams = OneShotHparams
+
+    def score(self, ctx: SearchContext) -> list[Tensor]:
+        self.model.train()
+        with self.scoring() as weights:
+            grads = self.batch_gradients(ctx, self.hp.batches, weights=weights)
+        return [(w.detach() * g).abs() for w, g in zip(weights, grads)]

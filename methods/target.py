@@ -1,0 +1,49 @@
+"""Target-sparsity control shared by the penalty-based methods (CRBG, Continuous Sparsification).
+
+A penalty weight lambda is a dual variable updated every step so that the density of the binary mask
+follows a cubic ramp (Zhu and Gupta 2017) from where it starts down to 1 - target; an exact global
+projection at the end (`Pruner.project_global`) then removes the last few hundredths.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+TARGET_MODES = ("dual+project", "dual", "project", "none")
+
+
+class DensityController:
+    """Dual ascent in log space on the constraint ``density <= ramp(step)``.
+
+    The relative error is clipped to [-1, 1]. A mask entry pushed far below its threshold loses its task
+    gradient, so an overshoot is hard to undo: lambda falls `down` times faster than it rises. lambda lives
+    on the device, so the update needs no host-device sync.
+    """
+
+    def __init__(self, lam: float, lr: float, down: float, ramp: float, target_density: float,
+                 start_density: float, device: torch.device) -> None:
+        self.log_lam = torch.tensor(math.log(lam), device=device)
+        self.lr, self.down, self.ramp = lr, down, ramp
+        self.final = target_density
+        self.start = max(target_density, start_density)
+        self.total_steps = 1
+
+    @property
+    def lam(self) -> Tensor:
+        return self.log_lam.exp()
+
+    def to(self, device: torch.device) -> None:
+        self.log_lam = self.log_lam.to(device)
+
+    def target(self, step: int) -> float:
+        """Cubic ramp from the starting density to the final one over the first `ramp` fraction of steps."""
+        t = min(1.0, step / max(1.0, self.ramp * self.total_steps))
+        return self.final + (self.start - self.final) * (1.0 - t) ** 3
+
+    def update(self, density: Tensor, step: int) -> None:
+        err = (density / self.target(step) - 1.0).clamp(-1.0, 1.0)
+        rate = self.lr * torch.where(err < 0, self.down, 1.0)
+        self.log_lam = (self.log_lam + rate * err).clamp(-12.0, 12.0)
