@@ -54,7 +54,9 @@ class Cell:
     @property
     def id(self) -> str:
         settings = identity(self)
-        settings["hparams"] = identity(self.build_hparams())
+        later_defaults = {f.name: f.default for f in fields(get_method(self.method).Hparams)
+                          if f.metadata.get("omit_if_default")}
+        settings["hparams"] = {k: v for k, v in self.hparams if k not in later_defaults or v != later_defaults[k]}
         blob = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

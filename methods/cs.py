@@ -12,7 +12,8 @@ Our choices, recorded in every row:
 - a target sparsity is reached as for CRBG: dual ascent on lambda toward a density ramp and an exact
   global projection of s at the end (`target_mode`, "none" = the published uncontrolled behaviour);
 - strong regime (our adaptation; CS was published with trained weights): the weights stay frozen at
-  init and only s is trained. Weak regime (the paper): weights and s are trained jointly, the weights
+  init and only s is trained, with a mask learning rate of 1.0 (frozen weights give the logits a weaker
+  signal; on MNIST LeNet-300-100 at 0.9, 10 epochs: 97.9 % against 96.9 % with the paper's 0.1). Weak regime (the paper): weights and s are trained jointly, the weights
   are rewound to their snapshot at the end of epoch `rewind_epoch` and the ticket is retrained.
 """
 
@@ -30,7 +31,7 @@ from methods.target import TARGET_MODES, DensityController
 
 @dataclass
 class CSHparams(Hparams):
-    lr: float = 0.1
+    lr: float = 1.0  # mask logits; 0.1 in the paper, where the weights train too (1.0: 97.9 vs 96.9 % at 0.9)
     momentum: float = 0.9
     weight_lr: float = 0.1  # weak regime: the jointly trained weights
     weight_decay: float = 1e-4  # on weights only, never on the mask logits
@@ -104,8 +105,9 @@ class ContinuousSparsification(Pruner):
         return opt, lr_schedule(opt, self.hp.schedule, total_steps)
 
     def beta(self, step: int) -> float:
-        """Geometric from 1 to beta_final within each round."""
-        t = (step % self.steps_per_round) / self.steps_per_round
+        """Geometric from 1 to beta_final within each round (the last round ends at beta_final)."""
+        rnd = min(step // self.steps_per_round, self.hp.rounds - 1)
+        t = min(1.0, (step - rnd * self.steps_per_round) / self.steps_per_round)
         return self.hp.beta_final ** t
 
     def penalty(self) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -14,6 +15,8 @@ import pandas as pd
 from benchmarks.cli import main
 from benchmarks.results import append_rows, read_rows
 from benchmarks.spec import Cell
+from methods import METHODS
+from methods.base import later
 
 SYNTH = ["run", "--arch", "lenet300", "--dataset", "synthetic", "--epochs", "1", "--batch-size", "64",
          "--no-progress"]
@@ -63,6 +66,26 @@ def test_cell_ids_are_pinned():
     assert a.id == "30dad0caa7033ca3"
     assert b.id == "95763680ac29bffd"
     assert a.id != Cell(**{**a.__dict__, "seed": 1}).id
+    # fields added later (weak-regime training, sanity checks) leave the ids of earlier cells alone
+    assert dataclasses.replace(a, train_epochs=0, sanity="none").id == a.id
+    assert dataclasses.replace(a, sanity="shuffle").id != a.id
+
+
+def test_new_hyperparameter_default_keeps_old_ids(monkeypatch):
+    """A method that gains a hyperparameter declared with `later` keeps the ids of its finished cells."""
+    from methods.crbg import CRBGHparams
+
+    old = Cell(method="crbg", arch="lenet300", dataset="mnist", target_sparsity=0.9, seed=0,
+               hparams=tuple(sorted(dataclasses.asdict(CRBGHparams()).items())))
+
+    @dataclasses.dataclass
+    class Grown(CRBGHparams):
+        new_knob: float = later(0.25)
+
+    monkeypatch.setattr(METHODS["crbg"], "Hparams", Grown)
+    grown = dataclasses.replace(old, hparams=tuple(sorted(dataclasses.asdict(Grown()).items())))
+    assert grown.id == old.id
+    assert dataclasses.replace(old, hparams=tuple(sorted(dataclasses.asdict(Grown(new_knob=1.0)).items()))).id != old.id
 
 
 def test_partial_last_line_is_repaired_on_append(tmp_path):
