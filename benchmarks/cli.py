@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.errors import UserError
+from benchmarks.plugins import load_plugins
 
 EPILOG = """examples:
   bench run --methods crbg,edgepopup --arch lenet300 --dataset mnist --sparsity 0.5,0.8,0.9
@@ -192,18 +193,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name, fn in sorted(DATASETS.items()):
             print(f"{name:<10} {first_line(fn)}")
     return 0
-
-
-def load_plugins() -> None:
-    """Import the user modules named in $TICKETBENCH_PLUGINS (comma-separated) so their registrations apply."""
-    import importlib
-    import os
-
-    for name in filter(None, (n.strip() for n in os.environ.get("TICKETBENCH_PLUGINS", "").split(","))):
-        try:
-            importlib.import_module(name)
-        except ImportError as e:
-            raise UserError(f"cannot import plugin module {name!r} from $TICKETBENCH_PLUGINS: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ class Job:
     download: bool
     progress: bool = False
     checkpoints: str | None = None  # folder for per-epoch cell checkpoints (shared storage on a cluster)
+    running: str | None = None  # folder of running-cell markers, updated every epoch (progress)
 
 
 @lru_cache(maxsize=4)
@@ -41,16 +42,20 @@ def dataset(name: str, root: str | None, download: bool, val_size: float) -> Spl
 
 def run_job(cell: Cell, job: Job) -> CellResult:
     """Run one cell in this process (datasets are loaded once per process)."""
+    from benchmarks.plugins import load_plugins
     from benchmarks.trainer import resolve_device
 
+    load_plugins()  # a worker process registers the user's methods, models and datasets too
     splits = dataset(cell.dataset, job.data_root, job.download, cell.val_size)
-    return run_cell(cell, splits, resolve_device(job.device), job.progress, job.checkpoints)
+    return run_cell(cell, splits, resolve_device(job.device), job.progress, job.checkpoints, job.running)
 
 
 Started = Callable[[Cell], None]  # told when a cell is handed to a worker (running markers)
+Finished = Iterator["tuple[Cell, CellResult] | None"]  # None: nothing finished this second (refresh progress)
+TICK = 1.0
 
 
-def run_sequential(cells: list[Cell], job: Job, started: Started) -> Iterator[tuple[Cell, CellResult]]:
+def run_sequential(cells: list[Cell], job: Job, started: Started) -> Finished:
     for cell in cells:
         started(cell)
         yield cell, run_job(cell, job)
@@ -72,7 +77,7 @@ def _pool_job(cell: Cell, job: Job) -> CellResult:
     return run_job(cell, job)
 
 
-def run_pool(cells: list[Cell], job: Job, started: Started, workers: int) -> Iterator[tuple[Cell, CellResult]]:
+def run_pool(cells: list[Cell], job: Job, started: Started, workers: int) -> Finished:
     """N worker processes on this machine; with GPUs, one GPU per worker. Cells come back as they finish."""
     ctx = mp.get_context("spawn")
     use_gpus = job.device in ("auto", "cuda") and torch.cuda.is_available()
@@ -87,13 +92,15 @@ def run_pool(cells: list[Cell], job: Job, started: Started, workers: int) -> Ite
         for cell in cells:
             started(cell)
         while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            done, _ = wait(pending, timeout=TICK, return_when=FIRST_COMPLETED)
+            if not done:
+                yield None
             for future in done:
                 yield pending.pop(future), future.result()
 
 
 def run_ray(cells: list[Cell], job: Job, started: Started, address: str | None,
-            retries: int = 3) -> Iterator[tuple[Cell, CellResult]]:
+            retries: int = 3) -> Finished:
     """Each cell is a Ray task (1 CPU, and 1 GPU when the cluster has them); a task whose worker dies is
     retried up to `retries` times. Results flow back here, to the driver."""
     try:
@@ -113,6 +120,8 @@ def run_ray(cells: list[Cell], job: Job, started: Started, address: str | None,
     for cell in cells:
         started(cell)
     while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=TICK)
+        if not done:
+            yield None
         for ref in done:
             yield pending.pop(ref), ray.get(ref)

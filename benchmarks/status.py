@@ -31,11 +31,11 @@ def describe(out: Path) -> str:
     except json.JSONDecodeError as e:
         raise UserError(f"{out / PLAN}: malformed JSON at line {e.lineno}") from None
     rows = {row["cell"]: row for row in read_rows(out / RUNS)}
-    running = set()
+    running: dict[str, str] = {}
     for marker in (out / RUNNING).glob("*") if (out / RUNNING).is_dir() else []:
-        text = marker.read_text().strip()
-        if text.isdigit() and _alive(int(text)) and rows.get(marker.name, {}).get("status") != "ok":
-            running.add(marker.name)
+        pid, _, where = marker.read_text().strip().partition("\n")
+        if pid.isdigit() and _alive(int(pid)) and rows.get(marker.name, {}).get("status") != "ok":
+            running[marker.name] = f" ({where.replace(' ', ' epoch ')})" if where else ""
     states: dict[str, list[str]] = {"done": [], "failed": [], "running": [], "remaining": []}
     for cell in plan:
         status = rows.get(cell, {}).get("status")
@@ -46,7 +46,7 @@ def describe(out: Path) -> str:
     for state in ("running", "failed"):
         for cell in states[state]:
             c = plan[cell]
-            extra = f": {rows[cell].get('error', '')}" if state == "failed" else ""
+            extra = f": {rows[cell].get('error', '')}" if state == "failed" else running.get(cell, "")
             lines.append(f"  {state:<8} {cell} {c['method']} {c['granularity']} {c['arch']} {c['dataset']} "
                          f"target {c['target_sparsity']} seed {c['seed']}{extra}")
     return "\n".join(lines)

@@ -60,17 +60,29 @@ def checkpoint_path(checkpoints: str | Path | None, cell: Cell) -> Path | None:
 
 
 def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = True,
-             checkpoints: str | Path | None = None) -> CellResult:
+             checkpoints: str | Path | None = None, running: str | Path | None = None) -> CellResult:
     """Run one cell and turn its outcome into rows. A failure inside the cell becomes a failed row.
-    With a `checkpoints` folder the cell saves its state every epoch there and resumes from it."""
+    With a `checkpoints` folder the cell saves its state every epoch there and resumes from it; with a
+    `running` folder it writes its progress to its marker there every epoch."""
     start = time.time()
     base = {"cell": cell.id, "method": cell.method, "granularity": cell.granularity, "regime": cell.regime,
             "sanity": cell.sanity, "arch": cell.arch, "dataset": cell.dataset, "target_sparsity": cell.target_sparsity}
     recipe = Recipe()
     try:
         pruner = build_pruner(cell, splits)
+        report_epoch = None
+        if running:
+            marker = Path(running) / cell.id
+            total = {"search": cell.epochs, "train": cell.train_epochs}
+
+            def report_epoch(row: dict[str, Any]) -> None:
+                try:  # a Ray node without the driver's folder simply shows no progress
+                    marker.write_text(f"{os.getpid()}\n{row['phase']} {row['epoch']}/{total.get(row['phase'], '?')}\n")
+                except OSError:
+                    pass
+
         result = train(pruner, splits, cell.epochs, cell.batch_size, device, cell.seed, progress,
-                       train_epochs=cell.train_epochs, sanity=cell.sanity,
+                       on_epoch=report_epoch, train_epochs=cell.train_epochs, sanity=cell.sanity,
                        checkpoint=checkpoint_path(checkpoints, cell), recipe=recipe)
     except (RuntimeError, ValueError, FloatingPointError) as e:
         run = {**base, "seed": cell.seed, "epochs": cell.epochs, "batch_size": cell.batch_size,
@@ -185,7 +197,7 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
         if cell.id in status:
             checkpoint_path(checkpoints, cell).unlink(missing_ok=True)
     job = executors.Job(spec.data_root, spec.device, download, progress=progress and workers == 1,
-                        checkpoints=str(checkpoints))
+                        checkpoints=str(checkpoints), running=str(out / RUNNING))
     if executor == "local":  # missing data fails here, before any work (a Ray cluster has its own disks)
         for name in dict.fromkeys(c.dataset for c in todo):
             executors.dataset(name, spec.data_root, download, spec.val_size)
@@ -206,7 +218,14 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
     rows = []
     t0 = time.time()
     bar = tqdm(total=len(todo), desc="sweep", unit="cell", disable=not progress)
-    for i, (cell, result) in enumerate(results, 1):
+    cell_bars = RunningBars(out / RUNNING, todo, enabled=progress and (workers > 1 or executor == "ray"))
+    i = 0
+    for item in results:
+        cell_bars.refresh()
+        if item is None:
+            continue
+        i += 1
+        cell, result = item
         write_cell(out, result, replace=cell.id in status)
         mark_running(out, cell, False)
         checkpoint_path(checkpoints, cell).unlink(missing_ok=True)
@@ -220,4 +239,41 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
         log(f"[{i}/{len(todo)}] {cell.method} {cell.granularity} {cell.regime} {cell.arch} {cell.dataset} "
             f"target {cell.target_sparsity} seed {cell.seed}{sanity}: {msg} ({r['wall_s']:.0f}s, ETA {eta:.0f}s)")
     bar.close()
+    cell_bars.close()
     return out, rows
+
+
+class RunningBars:
+    """One progress bar per running cell in parallel sweeps, read from the markers the workers update
+    every epoch (``running/<cell>``: pid, then ``phase epoch/total``)."""
+
+    def __init__(self, folder: Path, cells: list[Cell], enabled: bool) -> None:
+        self.folder, self.enabled = folder, enabled
+        self.names = {c.id: f"{c.method} {c.target_sparsity} s{c.seed}" for c in cells}
+        self.bars: dict[str, tqdm] = {}
+
+    def refresh(self) -> None:
+        if not self.enabled:
+            return
+        live = set()
+        for marker in self.folder.glob("*"):
+            lines = marker.read_text().split("\n") if marker.exists() else []
+            if marker.name not in self.names or len(lines) < 2 or "/" not in lines[1]:
+                continue
+            phase, frac = lines[1].split(" ", 1)
+            done, total = frac.split("/")
+            live.add(marker.name)
+            bar = self.bars.get(marker.name)
+            if bar is None or bar.desc != f"  {self.names[marker.name]} {phase}":
+                if bar is not None:
+                    bar.close()
+                bar = self.bars[marker.name] = tqdm(total=int(total) if total.isdigit() else None, unit="epoch",
+                                                    desc=f"  {self.names[marker.name]} {phase}", leave=False)
+            bar.n = int(done)
+            bar.refresh()
+        for name in set(self.bars) - live:
+            self.bars.pop(name).close()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()

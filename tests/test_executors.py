@@ -3,6 +3,8 @@ Ray cluster (on loopback)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -39,3 +41,25 @@ def test_ray_local_cluster_gives_the_same_rows(tmp_path, sequential):
     finally:
         ray.shutdown()
     pd.testing.assert_frame_equal(rows(out), sequential)
+
+
+@pytest.mark.slow
+def test_ray_retries_a_cell_whose_worker_died(tmp_path):
+    """The first attempt of a cell kills its Ray worker process (os._exit); Ray reruns the task and the
+    sweep completes with the cell's row, written once."""
+    pytest.importorskip("ray")
+    import os
+    import subprocess
+    import sys
+
+    flag, out = tmp_path / "flag", tmp_path / "out"
+    env = {**os.environ, "TICKETBENCH_PLUGINS": "tests.plugins.die_once", "DIE_ONCE_FLAG": str(flag),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "benchmarks.cli", "run", "--methods", "dieonce", "--arch", "lenet300",
+           "--dataset", "synthetic", "--sparsity", "0.5", "--epochs", "1", "--batch-size", "64", "--no-progress",
+           "--executor", "ray", "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert flag.exists()  # the first attempt did die
+    df = pd.read_csv(out / "runs.csv")
+    assert len(df) == 1 and df.status.iloc[0] == "ok"
