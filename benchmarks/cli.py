@@ -62,6 +62,10 @@ def make_parser() -> argparse.ArgumentParser:
                      help="add sanity-check cells for every mask: random (same layer sparsities), shuffle "
                           "(within each unit), reinit (same mask, new weights)")
     run.add_argument("--batch-size", dest="batch_size", type=int, help="batch size (default 128)")
+    run.add_argument("--amp", action="store_true", default=None,
+                     help="bf16 autocast in training steps (part of the cell's identity; evaluation in fp32)")
+    run.add_argument("--compile", action="store_true", default=None,
+                     help="torch.compile the training forward (first epoch pays the compilation)")
     run.add_argument("--weight-init", dest="weight_init",
                      help="initial weights: auto (default: strong regime scaled_signed_constant for the mask-search "
                           "methods and kaiming_normal for dense and the pruning-at-init baselines; weak regime "
@@ -133,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.sweep import run_sweep
 
     flags = {k: getattr(args, k) for k in ("methods", "arch", "dataset", "sparsity", "seeds", "granularity",
-                                           "regime", "epochs", "train_epochs", "sanity", "batch_size", "weight_init", "exclude", "device",
+                                           "regime", "epochs", "train_epochs", "sanity", "amp", "compile", "batch_size", "weight_init", "exclude", "device",
                                            "data_root", "out", "name")}
     flags["hparams"] = parse_sets(args.sets)
     spec = SweepSpec.from_sources(args.config, flags)

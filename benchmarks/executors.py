@@ -32,6 +32,7 @@ class Job:
     progress: bool = False
     checkpoints: str | None = None  # folder for per-epoch cell checkpoints (shared storage on a cluster)
     running: str | None = None  # folder of running-cell markers, updated every epoch (progress)
+    compile: bool = False
 
 
 @lru_cache(maxsize=4)
@@ -47,7 +48,8 @@ def run_job(cell: Cell, job: Job) -> CellResult:
 
     load_plugins()  # a worker process registers the user's methods, models and datasets too
     splits = dataset(cell.dataset, job.data_root, job.download, cell.val_size)
-    return run_cell(cell, splits, resolve_device(job.device), job.progress, job.checkpoints, job.running)
+    return run_cell(cell, splits, resolve_device(job.device), job.progress, job.checkpoints, job.running,
+                    job.compile)
 
 
 Started = Callable[[Cell], None]  # told when a cell is handed to a worker (running markers)

@@ -50,6 +50,7 @@ class Cell:
     hparams: tuple[tuple[str, Any], ...] = ()
     train_epochs: int = later(0)  # weight training after the search: weak regime, and dense
     sanity: str = later("none")
+    amp: bool = later(False)  # bf16 autocast changes the numbers, so it is part of the identity
 
     @property
     def id(self) -> str:
@@ -121,6 +122,8 @@ class SweepSpec:
     epochs: int = 10
     train_epochs: int | None = None
     sanity: bool = False
+    amp: bool = False
+    compile: bool = False
     batch_size: int = 128
     weight_init: str = "auto"
     exclude: list[str] = field(default_factory=list)
@@ -154,7 +157,8 @@ class SweepSpec:
         for m in self.hparams:
             if m not in METHODS:
                 raise UserError(f"hyperparameters given for unknown method {m!r}")
-        self._method_hparams = {m: method_hparams(m, self.hparams.get(m, {})) for m in self.methods}
+        # every method given hyperparameters is validated, also one this run does not include
+        self._method_hparams = {m: method_hparams(m, self.hparams.get(m, {})) for m in [*self.methods, *self.hparams]}
 
     @classmethod
     def from_sources(cls, config: Path | None, flags: dict[str, Any]) -> "SweepSpec":
@@ -186,7 +190,7 @@ class SweepSpec:
                         weight_init=cls.default_init(self.regime) if self.weight_init == "auto" else self.weight_init,
                         exclude=tuple(self.exclude), val_size=self.val_size,
                         hparams=self._method_hparams[method],
-                        train_epochs=(self.train_epochs or self.epochs) if trains else 0)
+                        train_epochs=(self.train_epochs or self.epochs) if trains else 0, amp=self.amp)
             variants = SANITY if self.sanity and not cls.dense else ("none",)
             for variant in variants:
                 cell = dataclasses.replace(base, sanity=variant)

@@ -20,7 +20,7 @@ from benchmarks.data import Splits
 from benchmarks.errors import UserError
 from benchmarks.results import CURVES, LAYERS, RUNS, append_rows, cell_status, prepare_out, purge_orphans, save_masks
 from benchmarks.spec import Cell, SweepSpec
-from benchmarks.trainer import Recipe, resolve_device, train
+from benchmarks.trainer import Recipe, Speed, resolve_device, train
 from benchmarks.zoo import MODELS, build_model
 from methods import Pruner, get_method
 
@@ -60,7 +60,8 @@ def checkpoint_path(checkpoints: str | Path | None, cell: Cell) -> Path | None:
 
 
 def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = True,
-             checkpoints: str | Path | None = None, running: str | Path | None = None) -> CellResult:
+             checkpoints: str | Path | None = None, running: str | Path | None = None,
+             compile: bool = False) -> CellResult:
     """Run one cell and turn its outcome into rows. A failure inside the cell becomes a failed row.
     With a `checkpoints` folder the cell saves its state every epoch there and resumes from it; with a
     `running` folder it writes its progress to its marker there every epoch."""
@@ -83,7 +84,8 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
 
         result = train(pruner, splits, cell.epochs, cell.batch_size, device, cell.seed, progress,
                        on_epoch=report_epoch, train_epochs=cell.train_epochs, sanity=cell.sanity,
-                       checkpoint=checkpoint_path(checkpoints, cell), recipe=recipe)
+                       checkpoint=checkpoint_path(checkpoints, cell), recipe=recipe,
+                       speed=Speed(amp=cell.amp, compile=compile))
     except (RuntimeError, ValueError, FloatingPointError) as e:
         run = {**base, "seed": cell.seed, "epochs": cell.epochs, "batch_size": cell.batch_size,
                "wall_s": round(time.time() - start, 2), **versions(device), "status": "failed",
@@ -102,7 +104,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
         "train_epochs": result.train_epochs, "train_s": result.train_s,
         **({f"train_{k}": v for k, v in dataclasses.asdict(recipe).items()} if result.train_epochs else {}),
         "weight_init": pruner.weight_init, "exclude": ";".join(cell.exclude), "val_size": cell.val_size,
-        "bn_recalibrated": result.bn_recalibrated,
+        "bn_recalibrated": result.bn_recalibrated, "amp": cell.amp, "compile": compile,
         "wall_s": round(time.time() - start, 2), **versions(device),
         **{f"hp_{k}": v for k, v in pruner.record().items()},
         "status": "ok", "error": "",
@@ -197,7 +199,7 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
         if cell.id in status:
             checkpoint_path(checkpoints, cell).unlink(missing_ok=True)
     job = executors.Job(spec.data_root, spec.device, download, progress=progress and workers == 1,
-                        checkpoints=str(checkpoints), running=str(out / RUNNING))
+                        checkpoints=str(checkpoints), running=str(out / RUNNING), compile=spec.compile)
     if executor == "local":  # missing data fails here, before any work (a Ray cluster has its own disks)
         for name in dict.fromkeys(c.dataset for c in todo):
             executors.dataset(name, spec.data_root, download, spec.val_size)

@@ -41,6 +41,16 @@ class Recipe:
     schedule: str = "cosine"
 
 
+@dataclass(frozen=True)
+class Speed:
+    """How steps run; none of it changes what a cell means except `amp` (part of the cell's id).
+    `amp`: bf16 autocast; `compile`: torch.compile the training forward. On CUDA, cudnn.benchmark is on and
+    conv nets run channels_last."""
+
+    amp: bool = False
+    compile: bool = False
+
+
 @dataclass
 class TrainResult:
     val_acc: float
@@ -85,9 +95,10 @@ def recalibrate_bn(model: nn.Module, splits: Splits, batch_size: int, device: to
 
 
 def search_step(model: nn.Module, pruner: Pruner, opt: torch.optim.Optimizer, sched: Any, criterion: nn.Module,
-                x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
-    """One mask-search step; returns the detached loss (no host-device sync)."""
-    loss = pruner.loss(model, x, y, criterion)
+                x: torch.Tensor, y: torch.Tensor, step: int, amp: bool = False) -> torch.Tensor:
+    """One mask-search step; returns the detached loss (no host-device sync). `amp`: bf16 autocast."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = pruner.loss(model, x, y, criterion)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     pruner.before_step()
@@ -99,9 +110,10 @@ def search_step(model: nn.Module, pruner: Pruner, opt: torch.optim.Optimizer, sc
 
 
 def weight_step(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, criterion: nn.Module,
-                x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                x: torch.Tensor, y: torch.Tensor, amp: bool = False) -> torch.Tensor:
     """One plain training step of the (masked) model's weights."""
-    loss = criterion(model(x), y)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = criterion(model(x), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -138,9 +150,16 @@ class CellRun:
 
     def __init__(self, pruner: Pruner, splits: Splits, batch_size: int, device: torch.device, seed: int,
                  progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None, checkpoint: Path | None,
-                 recipe: Recipe) -> None:
+                 recipe: Recipe, speed: Speed = Speed()) -> None:
         self.pruner, self.splits, self.batch_size, self.device = pruner, splits, batch_size, device
         self.model = pruner.model.to(device)
+        self.amp = speed.amp
+        self.channels_last = device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in self.model.modules())
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if speed.compile else self.model
         self.shuffle = torch.Generator().manual_seed(seed)
         self.progress, self.on_epoch, self.recipe = progress, on_epoch, recipe
         self.criterion = nn.CrossEntropyLoss()
@@ -154,7 +173,10 @@ class CellRun:
                               generator=self.shuffle):
             if augment and self.splits.augment is not None:
                 xb = self.splits.augment(xb)
-            yield self.splits.transform(xb), yb
+            xb = self.splits.transform(xb)
+            if self.channels_last and xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yield xb, yb
 
     def context(self) -> SearchContext:
         return SearchContext(batches=lambda: self.epoch_batches(augment=False),
@@ -217,7 +239,7 @@ class CellRun:
             self.model.train()
             loss_sum = torch.zeros((), device=self.device)
             for xb, yb in self.epoch_batches(augment=self.pruner.augment_search):
-                loss_sum += search_step(self.model, self.pruner, opt, sched, self.criterion, xb, yb, step)
+                loss_sum += search_step(self.forward, self.pruner, opt, sched, self.criterion, xb, yb, step, self.amp)
                 step += 1
                 bar.update()
             self.pruner.on_epoch(epoch)
@@ -249,7 +271,7 @@ class CellRun:
             self.model.train()
             loss_sum = torch.zeros((), device=self.device)
             for xb, yb in self.epoch_batches(augment=True):
-                loss_sum += weight_step(self.model, opt, sched, self.criterion, xb, yb)
+                loss_sum += weight_step(self.forward, opt, sched, self.criterion, xb, yb, self.amp)
                 bar.update()
             self._end_epoch(phase, epoch, loss_sum, bar)
             if phase == "train":
@@ -265,12 +287,12 @@ class CellRun:
 def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: torch.device, seed: int,
           progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None,
           test: bool = True, train_epochs: int | None = None, sanity: str = "none",
-          checkpoint: Path | None = None, recipe: Recipe = Recipe()) -> TrainResult:
+          checkpoint: Path | None = None, recipe: Recipe = Recipe(), speed: Speed = Speed()) -> TrainResult:
     """Run a cell. Search the mask for `epochs` epochs (methods with a search loop), fix it
     (`pruner.finalize`), apply a `sanity` ablation, then in the weak regime (and for `dense` always) train
     the surviving weights from `pruner.rewind_state()` for `train_epochs` (default `epochs`), and evaluate.
     `on_epoch` sees each epoch's metrics; `test=False` never touches the test set."""
-    run = CellRun(pruner, splits, batch_size, device, seed, progress, on_epoch, checkpoint, recipe)
+    run = CellRun(pruner, splits, batch_size, device, seed, progress, on_epoch, checkpoint, recipe, speed)
     state = run.ckpt.load()
     if state is None:
         t0 = time.time()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import pandas as pd
 import pytest
 import torch
 
@@ -102,6 +103,10 @@ def test_config_file_and_flags_override(tmp_path, mnist_data_root, capsys):
     (["run", "--methods", "edgepopup", "--granularity", "structured"], "no cell to run"),
     (["run", "--config", "/nonexistent.yaml"], "config file not found"),
     (["list", "things"], "invalid choice"),
+    (["run", "--regime", "medium"], "invalid choice"),
+    (["run", "--train-epochs", "0"], "train_epochs must be at least 1"),
+    (["run", "--set", "cts.objective=forward"], "cts.objective must be one of"),
+    (["run", "--set", "snip.scope=local"], "scope must be one of"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path):
     code = main(args + ["--out", str(tmp_path / "o")] if args[0] == "run" else args)
@@ -183,3 +188,22 @@ def test_same_seed_same_masks_and_accuracy(tmp_path, capsys):
     mc = torch.load(out / "masks" / f"{rc['cell']}.pt")
     ma = torch.load(tmp_path / "a" / "masks" / f"{rows[0][0]['cell']}.pt")
     assert any(not torch.equal(ma[k], mc[k]) for k in ma)
+
+
+def test_weak_regime_sanity_and_amp_rows(tmp_path, capsys):
+    """Weak regime with sanity cells and bf16 autocast on synthetic data: one row per cell, the dense
+    reference once per seed at target 0, sanity variants labelled, search and training cost recorded."""
+    out = tmp_path / "weak"
+    args = ["run", "--methods", "snip,dense", "--arch", "lenet300", "--dataset", "synthetic", "--sparsity",
+            "0.5,0.9", "--epochs", "1", "--batch-size", "64", "--regime", "weak", "--sanity", "--amp",
+            "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    df = pd.read_csv(out / "runs.csv")
+    assert len(df) == 2 * 4 + 1 and df.cell.is_unique and (df.status == "ok").all()
+    assert set(df[df.method == "snip"].sanity) == {"none", "random", "shuffle", "reinit"}
+    dense = df[df.method == "dense"]
+    assert len(dense) == 1 and dense.target_sparsity.iloc[0] == 0 and dense.sparsity.iloc[0] == 0
+    assert (df.regime == "weak").all() and df.amp.all() and (df.train_epochs == 1).all()
+    assert (df[df.method == "snip"].search_epochs == 0).all() and (df.train_s > 0).all()
+    assert {"layer_collapse", "search_s", "train_lr", "weight_init"} <= set(df.columns)
+    assert set(pd.read_csv(out / "curves.csv").phase) == {"train"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 MEDIANS: dict[tuple[str, int, str], float] = {}  # (arch, batch, method) -> median seconds per step
+MEMORY: dict[tuple[str, int, str], dict[str, float]] = {}  # (arch, batch, method) -> state_mb, peak_mb
 
 
 @pytest.fixture(scope="session")
@@ -12,13 +13,25 @@ def medians() -> dict[tuple[str, int, str], float]:
     return MEDIANS
 
 
+@pytest.fixture(scope="session")
+def medians_memory() -> dict[tuple[str, int, str], dict[str, float]]:
+    return MEMORY
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not MEDIANS:
         return
     tr = terminalreporter
-    tr.section("search step / dense step (median wall time)")
-    tr.write_line(f"{'arch':<10} {'batch':>5} {'method':<10} {'ms':>9} {'ratio':>7}")
-    for (arch, batch, method), median in sorted(MEDIANS.items()):
+    tr.section("search step / dense step (median wall time; training-state memory)")
+    tr.write_line(f"{'arch':<10} {'batch':>5} {'method':<10} {'ms':>9} {'ratio':>7} {'state MB':>9} "
+                  f"{'mem ratio':>9} {'peak MB':>8}")
+    for key, median in sorted(MEDIANS.items()):
+        arch, batch, method = key
         dense = MEDIANS.get((arch, batch, "dense"))
         ratio = f"{median / dense:7.2f}" if dense else "      -"
-        tr.write_line(f"{arch:<10} {batch:>5} {method:<10} {median * 1e3:9.2f} {ratio}")
+        mem, dense_mem = MEMORY.get(key, {}), MEMORY.get((arch, batch, "dense"), {})
+        state = mem.get("state_mb", float("nan"))
+        mem_ratio = state / dense_mem["state_mb"] if dense_mem.get("state_mb") else float("nan")
+        peak = mem.get("peak_mb")
+        tr.write_line(f"{arch:<10} {batch:>5} {method:<10} {median * 1e3:9.2f} {ratio} {state:9.1f} "
+                      f"{mem_ratio:9.2f} {peak if peak is not None else '-':>8}")
