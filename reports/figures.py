@@ -105,7 +105,14 @@ def layer_sparsity(layers: pd.DataFrame, palette: Palette, out: Path, stem: str,
 
 
 def training_curves(curves: pd.DataFrame, palette: Palette, out: Path, stem: str) -> list[Path]:
-    """Validation accuracy (top) and current sparsity (bottom) per epoch, one column per target."""
+    """Validation accuracy (top) and current sparsity (bottom) per epoch, one column per target. Phases
+    (dense pre-training, search, weight training) follow each other on one epoch axis."""
+    curves = curves.copy()
+    if "phase" in curves:  # epochs count within a phase: lay the phases end to end
+        order = {"pretrain": 0, "search": 1, "train": 2}
+        curves["_order"] = curves["phase"].map(order).fillna(1)
+        curves = curves.sort_values(["cell", "_order", "epoch"])
+        curves["epoch"] = curves.groupby("cell").cumcount() + 1
     targets = sorted(curves["target_sparsity"].unique())
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(2, len(targets), figsize=(max(COLUMN_WIDTH, 1.9 * len(targets)), 3.4),

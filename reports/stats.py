@@ -10,18 +10,22 @@ import pandas as pd
 from scipy import stats as st
 
 PANEL = ["dataset", "arch"]
-SERIES = ["method", "granularity", "regime"]
+SERIES = ["method", "granularity", "regime", "sanity"]
 
 
-def series_label(method: str, granularity: str, regime: str, regimes: int = 1) -> str:
+def series_label(method: str, granularity: str, regime: str, regimes: int = 1, sanity: str = "none") -> str:
     label = method if granularity == "unstructured" else f"{method} ({granularity})"
-    return f"{label}, {regime}" if regimes > 1 else label
+    label = f"{label}, {regime}" if regimes > 1 else label
+    return label if sanity in ("none", "", None) or sanity != sanity else f"{label} [{sanity}]"
 
 
 def add_series(df: pd.DataFrame) -> pd.DataFrame:
+    """A `series` label per row: method, granularity when structured, regime when several, sanity check."""
     regimes = df["regime"].nunique() if len(df) else 1
+    sanity = df["sanity"] if "sanity" in df else pd.Series("none", index=df.index)
     out = df.copy()
-    out["series"] = [series_label(m, g, r, regimes) for m, g, r in zip(df["method"], df["granularity"], df["regime"])]
+    out["series"] = [series_label(m, g, r, regimes, s) for m, g, r, s in
+                     zip(df["method"], df["granularity"], df["regime"], sanity)]
     return out
 
 
