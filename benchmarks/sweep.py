@@ -86,7 +86,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
                        on_epoch=report_epoch, train_epochs=cell.train_epochs, sanity=cell.sanity,
                        checkpoint=checkpoint_path(checkpoints, cell), recipe=recipe,
                        speed=Speed(amp=cell.amp, compile=compile))
-    except (RuntimeError, ValueError, FloatingPointError) as e:
+    except Exception as e:  # any failure inside a cell (NaN, CUDA OOM, a bug in a method) is a failed row
         run = {**base, "seed": cell.seed, "epochs": cell.epochs, "batch_size": cell.batch_size,
                "wall_s": round(time.time() - start, 2), **versions(device), "status": "failed",
                "error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}

@@ -90,11 +90,11 @@ class Mask(nn.Module):
         return weight * self._broadcast(m).to(weight.dtype)
 
 
-class FixedMask(Mask):
-    """An all-ones mask: the structured classifier, whose output units are the classes, is never gated."""
+class OpenMask(Mask):
+    """A mask that is all ones until `freeze` sets it (one-shot methods, dense, fixed layers)."""
 
-    def __init__(self, weight: Tensor) -> None:
-        super().__init__(weight, structured=True)
+    def __init__(self, weight: Tensor, structured: bool) -> None:
+        super().__init__(weight, structured)
         self.freeze(torch.ones(self.mask_shape, dtype=torch.bool, device=weight.device))
 
     def search_mask(self) -> Tensor:
@@ -105,6 +105,13 @@ class FixedMask(Mask):
 
     def scores(self) -> Tensor:
         return self.final.float()
+
+
+class FixedMask(OpenMask):
+    """An all-ones mask: the structured classifier, whose output units are the classes, is never gated."""
+
+    def __init__(self, weight: Tensor) -> None:
+        super().__init__(weight, structured=True)
 
 
 @dataclass

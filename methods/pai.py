@@ -12,26 +12,16 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
-from methods.base import Hparams, Mask, Pruner, SearchContext
+from methods.base import Hparams, OpenMask, Pruner, SearchContext
 
 SCOPES = ("global", "layerwise")
 
 
-class OneShotMask(Mask):
+class OneShotMask(OpenMask):
     """A mask set once by its pruner; open (all ones) until then."""
 
     def __init__(self, weight: Tensor, structured: bool, hp: Hparams) -> None:
         super().__init__(weight, structured)
-        self.freeze(torch.ones(self.mask_shape, dtype=torch.bool, device=weight.device))
-
-    def search_mask(self) -> Tensor:
-        return self.final
-
-    def binary_mask(self) -> Tensor:
-        return self.final
-
-    def scores(self) -> Tensor:
-        return self.final.float()
 
 
 @dataclass

@@ -46,3 +46,19 @@ def test_mnist_lenet300_crbg_structured(tmp_path, mnist_data_root):
         (row,) = list(csv.DictReader(f))
     assert abs(float(row["unit_sparsity"]) - 0.77) <= 0.01
     assert float(row["test_acc"]) >= 45.0
+
+
+def test_mnist_lenet300_strong_regime_floor_and_searchers(tmp_path, mnist_data_root):
+    """Every method at 0.9 in the strong regime (3 epochs): the random floor stays near chance and the four
+    mask-search methods are far above it; every row hits its target."""
+    out = tmp_path / "strong"
+    assert main(["run", "--methods", "crbg,edgepopup,cs,cts,random,magnitude,snip,grasp,synflow",
+                 "--regime", "strong", "--arch", "lenet300", "--dataset", "mnist", "--sparsity", "0.9",
+                 "--epochs", "3", "--data-root", str(mnist_data_root), "--out", str(out), "--no-progress"]) == 0
+    with open(out / "runs.csv", newline="") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert len(rows) == 9
+    assert all(abs(float(r["sparsity"]) - 0.9) <= 0.01 for r in rows.values())
+    assert float(rows["random"]["test_acc"]) < 20.0
+    for method in ("crbg", "edgepopup", "cs", "cts"):
+        assert float(rows[method]["test_acc"]) > 85.0, (method, rows[method]["test_acc"])

@@ -130,3 +130,31 @@ def test_sigkill_at_random_instants_then_resume(tmp_path):
     layers = pd.read_csv(out / "layers.csv")
     assert len(layers) == 16 * 3 and set(layers.cell) == set(runs.cell)
     assert os.listdir(out / "running") == []  # every cell that ran to the end removed its marker
+
+
+def test_running_cells_report_their_epoch(tmp_path, capsys):
+    """Workers write `pid` and `phase epoch/total` to their marker every epoch; `bench status` and the
+    per-cell progress bars read it."""
+    import json
+
+    from benchmarks.spec import SweepSpec
+    from benchmarks.sweep import RUNNING, RunningBars
+
+    out = tmp_path / "r"
+    assert main(SYNTH + ["--methods", "edgepopup", "--sparsity", "0.5,0.9", "--out", str(out)]) == 0
+    capsys.readouterr()
+    plan = json.loads((out / "plan.json").read_text())
+    cell = next(iter(plan))
+    runs = pd.read_csv(out / "runs.csv")
+    runs[runs.cell != cell].to_csv(out / "runs.csv", index=False)  # as if that cell were still running
+    (out / RUNNING).mkdir(exist_ok=True)
+    (out / RUNNING / cell).write_text(f"{os.getpid()}\nsearch 3/10\n")
+    assert main(["status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert "1 running" in status and "(search epoch 3/10)" in status
+    cells = SweepSpec(methods=["edgepopup"], dataset=["synthetic"], sparsity=[0.5, 0.9], epochs=1, batch_size=64).cells()
+    assert cell in {c.id for c in cells}
+    bars = RunningBars(out / RUNNING, cells, enabled=True)
+    bars.refresh()
+    assert [(b.n, b.total) for b in bars.bars.values()] == [(3, 10)]
+    bars.close()
