@@ -79,7 +79,8 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
     if res.ok.empty and res.trials.empty:
         raise UserError("no finished (status ok) cell or tuning trial in " + ", ".join(map(str, folders)))
     prepare_out(out)
-    searched = res.ok[res.ok["method"] != "dense"]
+    searched = res.ok[(res.ok["method"] != "dense") & (res.ok["sanity"] == "none")]
+    sanity = res.ok[(res.ok["method"] != "dense") & (res.ok["sanity"] != "none")]
     dense = res.ok[res.ok["method"] == "dense"]
     summary = summarize(searched, metric)
     palette = figures.Palette(list(add_series(res.runs)["series"].unique()))
@@ -90,10 +91,10 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
     idx.text(f"Accuracy is {metric.replace('_', ' ')} in %, mean over seeds; bands and ± are 95 % t-intervals "
              "(none with one seed). Sparsity is the achieved fraction of prunable weights removed.")
 
-    for dataset, arch, slug, panel in figures.panels(searched):
-        psum = summary[(summary.dataset == dataset) & (summary.arch == arch)]
-        pdense = dense[(dense.dataset == dataset) & (dense.arch == arch)]
-        idx.heading(f"{arch} on {dataset}")
+    for (dataset, arch, regime), slug, panel in figures.panels(searched):
+        psum = summary[(summary.dataset == dataset) & (summary.arch == arch) & (summary.regime == regime)]
+        pdense = dense[(dense.dataset == dataset) & (dense.arch == arch) & (dense.regime == regime)]
+        idx.heading(f"{arch} on {dataset}, {regime} regime")
         paths = figures.accuracy_vs_sparsity(psum, pdense, palette, out, x_mode, f"acc_vs_sparsity_{slug}")
         idx.figure(paths, f"Test accuracy against achieved sparsity for each method on {arch}/{dataset}: seed mean "
                           "at each target with a 95 % band; ringed points form the Pareto front (no other point is both "
@@ -113,6 +114,16 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
                  "same accuracy (interpolated between its targets, never extrapolated) and how many times fewer "
                  "weights it keeps.")
         idx.table(tables.equal_accuracy_markdown(eq), None, [f"equal_accuracy_{slug}.csv"])
+        psanity = sanity[(sanity.dataset == dataset) & (sanity.arch == arch) & (sanity.regime == regime)]
+        if len(psanity):
+            masks = panel[panel["method"].isin(psanity["method"].unique())]
+            ssum = summarize(pd.concat([masks, psanity]), metric)
+            ssum.to_csv(out / f"sanity_{slug}.csv", index=False)
+            idx.text("Sanity checks (Frankle et al. 2021): each found mask against a random mask with the same "
+                     "layer sparsities ([random]), the mask shuffled within each unit ([shuffle]) and the same mask "
+                     "on re-drawn weights ([reinit]). A method whose accuracy survives an ablation did not need "
+                     "what that ablation destroys.")
+            idx.table(tables.markdown(ssum), None, [f"sanity_{slug}.csv"])
 
         players = with_series(res.layers, panel)
         if len(players):

@@ -33,7 +33,7 @@ class Palette:
 def save(fig: plt.Figure, out: Path, stem: str) -> list[Path]:
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     for p in paths:
-        fig.savefig(p)
+        fig.savefig(p, bbox_inches="tight")  # legends may sit outside the axes
     plt.close(fig)
     return paths
 
@@ -81,7 +81,7 @@ def accuracy_vs_sparsity(summary: pd.DataFrame, dense: pd.DataFrame, palette: Pa
         pad = max(1.0, 0.25 * (hi - lo))
         ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
         ax.set_ylabel("test accuracy (%)")
-        ax.legend(frameon=False, loc="lower left")
+        ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7)
         return save(fig, out, stem)
 
 
@@ -129,15 +129,15 @@ def training_curves(curves: pd.DataFrame, palette: Palette, out: Path, stem: str
             axes[1, j].set_xlabel("epoch")
         axes[0, 0].set_ylabel("val accuracy (%)")
         axes[1, 0].set_ylabel("sparsity")
-        axes[0, 0].legend(frameon=False)
+        axes[0, -1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7)
         fig.tight_layout()
         return save(fig, out, stem)
 
 
 def panels(df: pd.DataFrame):
-    """Iterate (dataset, arch, slug, rows) over the figure panels."""
-    for (dataset, arch), g in add_series(df).groupby(PANEL):
-        yield dataset, arch, f"{dataset}_{arch}".replace(":", "-").replace("/", "-"), g
+    """Iterate ((dataset, arch, regime), slug, rows) over the figure panels."""
+    for key, g in add_series(df).groupby(PANEL):
+        yield key, "_".join(key).replace(":", "-").replace("/", "-"), g
 
 
 def tuning_progress(trials: pd.DataFrame, out: Path, stem: str) -> list[Path]:

@@ -77,12 +77,16 @@ def load(folders: list[Path]) -> Results:
         return Results(empty, pd.DataFrame(columns=list(CURVE_COLUMNS)), pd.DataFrame(columns=list(LAYER_COLUMNS)),
                        trial_df, folders)
     run_df = pd.concat(runs, ignore_index=True).drop_duplicates("cell", keep="last")
+    run_df["sanity"] = run_df["sanity"].fillna("none") if "sanity" in run_df else "none"  # older folders
     for col in OK_RUN_COLUMNS:
         run_df[col] = pd.to_numeric(run_df.get(col), errors="coerce")
     known = set(run_df["cell"])
     curve_df = pd.concat(curves, ignore_index=True)
     layer_df = pd.concat(layers, ignore_index=True)
     # Curves and layers count only for cells that finished (a killed cell may have left some).
-    curve_df = curve_df[curve_df["cell"].isin(known)].drop_duplicates(["cell", "epoch"], keep="last")
+    if "phase" not in curve_df:
+        curve_df["phase"] = "search"
+    curve_df["phase"] = curve_df["phase"].fillna("search")
+    curve_df = curve_df[curve_df["cell"].isin(known)].drop_duplicates(["cell", "phase", "epoch"], keep="last")
     layer_df = layer_df[layer_df["cell"].isin(known)].drop_duplicates(["cell", "layer"], keep="last")
     return Results(run_df.reset_index(drop=True), curve_df, layer_df, trial_df, folders)

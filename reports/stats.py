@@ -9,23 +9,23 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-PANEL = ["dataset", "arch"]
-SERIES = ["method", "granularity", "regime", "sanity"]
+PANEL = ["dataset", "arch", "regime"]  # one set of figures and tables per panel
+SERIES = ["method", "granularity", "sanity"]
 
 
-def series_label(method: str, granularity: str, regime: str, regimes: int = 1, sanity: str = "none") -> str:
+def series_label(method: str, granularity: str, sanity: str = "none") -> str:
     label = method if granularity == "unstructured" else f"{method} ({granularity})"
-    label = f"{label}, {regime}" if regimes > 1 else label
     return label if sanity in ("none", "", None) or sanity != sanity else f"{label} [{sanity}]"
 
 
 def add_series(df: pd.DataFrame) -> pd.DataFrame:
-    """A `series` label per row: method, granularity when structured, regime when several, sanity check."""
-    regimes = df["regime"].nunique() if len(df) else 1
+    """A `series` label per row: the method, its granularity when structured, and its sanity check; with the
+    epoch budget too when the rows have several, so runs of different length are never averaged together."""
     sanity = df["sanity"] if "sanity" in df else pd.Series("none", index=df.index)
     out = df.copy()
-    out["series"] = [series_label(m, g, r, regimes, s) for m, g, r, s in
-                     zip(df["method"], df["granularity"], df["regime"], sanity)]
+    out["series"] = [series_label(m, g, s) for m, g, s in zip(df["method"], df["granularity"], sanity)]
+    if "epochs" in df and pd.to_numeric(df["epochs"], errors="coerce").nunique() > 1:
+        out["series"] = [f"{label} ({int(float(e))} ep)" for label, e in zip(out["series"], df["epochs"])]
     return out
 
 
@@ -97,10 +97,14 @@ def equal_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def missing_cells(runs: pd.DataFrame) -> pd.DataFrame:
-    """Grid points (per panel: every series x target x seed seen anywhere in it) without an ok row."""
+    """Grid points without an ok row: per panel, every series x target x seed seen among series of its kind
+    (the mask methods, each sanity check, and dense at target 0 are separate grids)."""
     df = add_series(runs)
+    sanity = df["sanity"] if "sanity" in df else pd.Series("none", index=df.index)
+    df["_kind"] = ["dense" if m == "dense" else f"sanity:{s}" for m, s in zip(df["method"], sanity)]
     out = []
-    for key, panel in df.groupby(PANEL):
+    for key, panel in df.groupby(PANEL + ["_kind"]):
+        key = key[:-1]
         ok = set(zip(panel.loc[panel.status == "ok", "series"], panel.loc[panel.status == "ok", "target_sparsity"],
                      panel.loc[panel.status == "ok", "seed"]))
         failed = set(zip(panel.loc[panel.status != "ok", "series"], panel.loc[panel.status != "ok", "target_sparsity"],
