@@ -215,8 +215,9 @@ class CellRun:
         if not math.isfinite(train_loss):
             raise Diverged(f"loss is {train_loss} in {phase} epoch {epoch}")
         val_acc = evaluate(self.model, self.splits, "val", self.batch_size, self.device)
-        row = {"phase": phase, "epoch": epoch, "train_loss": train_loss, "val_acc": val_acc,
-               "sparsity": 0.0 if phase == "pretrain" else self.pruner.report().sparsity,  # masks open **(self.pruner.state() if phase == "search" else {})}
+        sparsity = 0.0 if phase == "pretrain" else self.pruner.report().sparsity  # pre-training: masks open
+        row = {"phase": phase, "epoch": epoch, "train_loss": train_loss, "val_acc": val_acc, "sparsity": sparsity,
+               **(self.pruner.state() if phase == "search" else {})}
         self.curves.append(row)
         bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_acc:.2f}", sparsity=f"{row['sparsity']:.3f}")
         if self.on_epoch is not None:
