@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from methods.base import SearchContext
 from methods.pai import OneShotHparams, OneShotPruner
@@ -31,7 +32,8 @@ class GraSP(OneShotPruner):
     def score(self, ctx: SearchContext) -> list[Tensor]:
         self.model.train()
         T = self.hp.temperature
-        with self.scoring() as weights:
+        # the Hessian-vector product needs double backward, which fused attention kernels lack
+        with self.scoring() as weights, sdpa_kernel(SDPBackend.MATH):
             g = self.batch_gradients(ctx, self.hp.batches, scale=T, weights=weights)
             hg = [torch.zeros_like(w) for w in weights]
             for i, (x, y) in enumerate(ctx.batches()):

@@ -73,7 +73,7 @@ def load(folders: list[Path]) -> Results:
         layers.append(_typed(folder / LAYERS, read_rows(folder / LAYERS), LAYER_COLUMNS))
     trial_df = pd.concat(trials, ignore_index=True) if trials else pd.DataFrame(columns=list(TRIAL_COLUMNS))
     if not runs:
-        empty = pd.DataFrame(columns=list(RUN_COLUMNS) + list(OK_RUN_COLUMNS))
+        empty = pd.DataFrame(columns=list(RUN_COLUMNS) + list(OK_RUN_COLUMNS) + ["sanity"])
         return Results(empty, pd.DataFrame(columns=list(CURVE_COLUMNS)), pd.DataFrame(columns=list(LAYER_COLUMNS)),
                        trial_df, folders)
     run_df = pd.concat(runs, ignore_index=True).drop_duplicates("cell", keep="last")

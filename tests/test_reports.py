@@ -75,7 +75,7 @@ def test_sparsity_at_equal_accuracy_interpolates_never_extrapolates():
     assert sparsity_at_accuracy(curve, 97.5) == pytest.approx(0.65)
     assert sparsity_at_accuracy(curve, 90.0) == pytest.approx(0.9)   # above every point: sparsest measured
     assert math.isnan(sparsity_at_accuracy(curve, 99.0))              # never reached
-    summ = pd.DataFrame({"dataset": "mnist", "arch": "lenet300", "series": ["a"] * 3 + ["b"] * 3,
+    summ = pd.DataFrame({"dataset": "mnist", "arch": "lenet300", "regime": "strong", "series": ["a"] * 3 + ["b"] * 3,
                          "target_sparsity": [0.5, 0.8, 0.9] * 2, "sparsity": [0.5, 0.8, 0.9] * 2,
                          "mean": [98.0, 97.0, 95.0, 97.0, 95.0, 90.0]})
     eq = equal_accuracy(summ)
@@ -89,16 +89,16 @@ def test_bench_report_writes_every_item(tmp_path, capsys):
     folder = fake_results(tmp_path / "res", rows)
     out = tmp_path / "rep"
     assert main(["report", str(folder), "--out", str(out), "--x", "density-log"]) == 0
-    for stem in ("acc_vs_sparsity_mnist_lenet300", "layers_mnist_lenet300", "curves_mnist_lenet300"):
+    for stem in ("acc_vs_sparsity_mnist_lenet300_strong", "layers_mnist_lenet300_strong", "curves_mnist_lenet300_strong"):
         assert (out / f"{stem}.png").stat().st_size > 5000 and (out / f"{stem}.pdf").stat().st_size > 1000
-    for name in ("table_mnist_lenet300.md", "table_mnist_lenet300.tex", "table_mnist_lenet300.csv",
-                 "equal_accuracy_mnist_lenet300.csv", "index.md", "index.html"):
+    for name in ("table_mnist_lenet300_strong.md", "table_mnist_lenet300_strong.tex", "table_mnist_lenet300_strong.csv",
+                 "equal_accuracy_mnist_lenet300_strong.csv", "index.md", "index.html"):
         assert (out / name).exists(), name
-    table = pd.read_csv(out / "table_mnist_lenet300.csv")
+    table = pd.read_csv(out / "table_mnist_lenet300_strong.csv")
     crbg = table[(table.series == "crbg") & (table.target_sparsity == 0.8)].iloc[0]
     assert crbg["mean"] == pytest.approx(96.2) and crbg.seeds == 2
     index = (out / "index.md").read_text()
-    assert "acc_vs_sparsity_mnist_lenet300.png" in index and "Pareto" in index and "torch 2.x" in index
+    assert "acc_vs_sparsity_mnist_lenet300_strong.png" in index and "Pareto" in index and "torch 2.x" in index
     assert "None: every series" in index
 
 
@@ -175,3 +175,31 @@ def test_report_includes_tuning_trials(tmp_path, capsys):
     # the best feasible trial is 2 (93 %); trial 3 is more accurate but missed the sparsity target
     table = index[index.index("Best five feasible"):]
     assert "| s | 2 | 93.0 | 0.9 | 3.0 |" in table and "| s | 3 |" not in table
+
+
+def test_regimes_are_panels_sanity_has_its_table_and_epoch_budgets_stay_apart(tmp_path):
+    rows = []
+    for regime in ("strong", "weak"):
+        for t in (0.5, 0.9):
+            rows.append({**run_row("crbg", t, 0, 90.0 + t), "cell": f"crbg-{regime}-{t}", "regime": regime,
+                         "sanity": "none", "epochs": 10})
+            rows.append({**run_row("crbg", t, 0, 80.0), "cell": f"crbg-{regime}-{t}-shuffle", "regime": regime,
+                         "sanity": "shuffle", "epochs": 10})
+        rows.append({**run_row("dense", 0.0, 0, 98.0), "cell": f"dense-{regime}", "regime": regime, "sanity": "none",
+                     "epochs": 10})
+    folder = fake_results(tmp_path / "res", rows)
+    out = tmp_path / "rep"
+    assert main(["report", str(folder), "--out", str(out)]) == 0
+    for regime in ("strong", "weak"):
+        assert (out / f"acc_vs_sparsity_mnist_lenet300_{regime}.png").exists()
+        sanity = pd.read_csv(out / f"sanity_mnist_lenet300_{regime}.csv")
+        assert set(sanity.series) == {"crbg", "crbg [shuffle]"}
+        main_table = pd.read_csv(out / f"table_mnist_lenet300_{regime}.csv")
+        assert set(main_table.series) == {"crbg"}  # neither sanity rows nor dense in the main table
+    assert "None: every series" in (out / "index.md").read_text()  # dense at 0 and sanity are not "missing"
+    # the same method at two epoch budgets: two series, never one average
+    more = [{**r, "cell": r["cell"] + "-5ep", "epochs": 5, "test_acc": 50.0} for r in rows if r["method"] == "crbg"]
+    folder2 = fake_results(tmp_path / "res2", rows + more)
+    assert main(["report", str(folder2), "--out", str(tmp_path / "rep2")]) == 0
+    series = set(pd.read_csv(tmp_path / "rep2" / "table_mnist_lenet300_strong.csv").series)
+    assert series == {"crbg (10 ep)", "crbg (5 ep)"}
