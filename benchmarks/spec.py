@@ -19,7 +19,7 @@ import yaml
 
 from benchmarks.errors import UserError
 from methods import METHODS, get_method
-from methods.base import identity, later
+from methods.base import identity, later, without_later_defaults
 from methods.init import DEFAULT_WEIGHT_INIT, WEIGHT_INITS
 from methods.sanity import SANITY
 
@@ -55,9 +55,7 @@ class Cell:
     @property
     def id(self) -> str:
         settings = identity(self)
-        later_defaults = {f.name: f.default for f in fields(get_method(self.method).Hparams)
-                          if f.metadata.get("omit_if_default")}
-        settings["hparams"] = {k: v for k, v in self.hparams if k not in later_defaults or v != later_defaults[k]}
+        settings["hparams"] = without_later_defaults(dict(self.hparams), get_method(self.method).Hparams)
         blob = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -166,6 +166,7 @@ class CellRun:
         self.curves: list[dict[str, Any]] = []
         self.elapsed = {"search": 0.0, "train": 0.0}  # wall seconds per phase, carried across resumes
         self.ckpt = Checkpoint(checkpoint)
+        self.resume = self.ckpt.load()  # read once: the state a killed run left, or None
         self.steps_per_epoch = math.ceil(len(splits.train) / batch_size)
 
     def epoch_batches(self, augment: bool, shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -184,14 +185,14 @@ class CellRun:
                              criterion=self.criterion)
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def _state(self, phase: str, epoch: int, opt: torch.optim.Optimizer, sched: Any, **extra) -> dict[str, Any]:
+    def _state(self, phase: str, epoch: int, opt: torch.optim.Optimizer, sched: Any) -> dict[str, Any]:
         return {"phase": phase, "epoch": epoch, "model": self.model.state_dict(),
                 "finals": {n: m.final for n, _, m in self.pruner.mask_modules()},
                 "opt": opt.state_dict(), "sched": sched.state_dict() if sched is not None else None,
                 "pruner": self.pruner.extra_state(), "rewind": self.pruner.rewind_state(),
                 "rng": torch.get_rng_state(), "shuffle": self.shuffle.get_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
-                "curves": self.curves, "elapsed": self.elapsed, **extra}
+                "curves": self.curves, "elapsed": self.elapsed}
 
     def _restore(self, state: dict[str, Any], opt: torch.optim.Optimizer, sched: Any) -> None:
         for name, _, mask in self.pruner.mask_modules():
@@ -224,30 +225,41 @@ class CellRun:
             self.on_epoch(row)
 
     # -- phases -----------------------------------------------------------------------------------
-    def search(self, epochs: int) -> None:
-        """The method's search loop: `epochs` passes over the training data, the method's params only."""
-        opt, sched = self.pruner.optimizer(epochs * self.steps_per_epoch)
+    def _epochs(self, phase: str, epochs: int, opt: torch.optim.Optimizer, sched: Any, augment: bool,
+                step_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+                after_epoch: Callable[[int], None] | None = None) -> None:
+        """The epoch loop of a phase. The `search` and `train` phases resume from the checkpoint when it was
+        written in them, and save one after every epoch; `pretrain` (inside `prepare`) does neither."""
         start = 0
-        state = self.ckpt.load()
-        if state is not None and state["phase"] == "search":
-            self._restore(state, opt, sched)
-            start = state["epoch"]
-        bar = tqdm(total=epochs * self.steps_per_epoch, initial=start * self.steps_per_epoch, desc="  search",
+        if self.resume is not None and self.resume["phase"] == phase:
+            self._restore(self.resume, opt, sched)
+            start = self.resume["epoch"]
+        bar = tqdm(total=epochs * self.steps_per_epoch, initial=start * self.steps_per_epoch, desc=f"  {phase}",
                    leave=False, disable=not self.progress, unit="step")
         step = start * self.steps_per_epoch
         for epoch in range(start + 1, epochs + 1):
             t0 = time.time()
             self.model.train()
             loss_sum = torch.zeros((), device=self.device)
-            for xb, yb in self.epoch_batches(augment=self.pruner.augment_search):
-                loss_sum += search_step(self.forward, self.pruner, opt, sched, self.criterion, xb, yb, step, self.amp)
+            for xb, yb in self.epoch_batches(augment):
+                loss_sum += step_fn(xb, yb, step)
                 step += 1
                 bar.update()
-            self.pruner.on_epoch(epoch)
-            self._end_epoch("search", epoch, loss_sum, bar)
-            self.elapsed["search"] += time.time() - t0
-            self.ckpt.save(self._state("search", epoch, opt, sched))
+            if after_epoch is not None:
+                after_epoch(epoch)
+            self._end_epoch(phase, epoch, loss_sum, bar)
+            if phase in self.elapsed:
+                self.elapsed[phase] += time.time() - t0
+                self.ckpt.save(self._state(phase, epoch, opt, sched))
         bar.close()
+
+    def search(self, epochs: int) -> None:
+        """The method's search loop: `epochs` passes over the training data, the method's params only."""
+        opt, sched = self.pruner.optimizer(epochs * self.steps_per_epoch)
+        self._epochs("search", epochs, opt, sched, self.pruner.augment_search,
+                     lambda x, y, step: search_step(self.forward, self.pruner, opt, sched, self.criterion, x, y,
+                                                    step, self.amp),
+                     after_epoch=self.pruner.on_epoch)
 
     def train_weights(self, epochs: int, phase: str = "train") -> None:
         """Train the model's own weights under the current masks with the standard recipe (masks fixed)."""
@@ -260,25 +272,8 @@ class CellRun:
         r = self.recipe
         opt = torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
         sched = lr_schedule(opt, r.schedule, epochs * self.steps_per_epoch)
-        start = 0
-        state = self.ckpt.load() if phase == "train" else None
-        if state is not None and state["phase"] == "train":
-            self._restore(state, opt, sched)
-            start = state["epoch"]
-        bar = tqdm(total=epochs * self.steps_per_epoch, initial=start * self.steps_per_epoch, desc=f"  {phase}",
-                   leave=False, disable=not self.progress, unit="step")
-        for epoch in range(start + 1, epochs + 1):
-            t0 = time.time()
-            self.model.train()
-            loss_sum = torch.zeros((), device=self.device)
-            for xb, yb in self.epoch_batches(augment=True):
-                loss_sum += weight_step(self.forward, opt, sched, self.criterion, xb, yb, self.amp)
-                bar.update()
-            self._end_epoch(phase, epoch, loss_sum, bar)
-            if phase == "train":
-                self.elapsed["train"] += time.time() - t0
-                self.ckpt.save(self._state("train", epoch, opt, sched))
-        bar.close()
+        self._epochs(phase, epochs, opt, sched, True,
+                     lambda x, y, step: weight_step(self.forward, opt, sched, self.criterion, x, y, self.amp))
         for p in params:
             p.requires_grad_(False)
         for p, flag in masks.items():
@@ -294,7 +289,7 @@ def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: 
     the surviving weights from `pruner.rewind_state()` for `train_epochs` (default `epochs`), and evaluate.
     `on_epoch` sees each epoch's metrics; `test=False` never touches the test set."""
     run = CellRun(pruner, splits, batch_size, device, seed, progress, on_epoch, checkpoint, recipe, speed)
-    state = run.ckpt.load()
+    state = run.resume
     if state is None:
         t0 = time.time()
         pruner.prepare(run.context())  # one-shot scores, dense pre-training: search cost too

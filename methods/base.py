@@ -163,10 +163,16 @@ def later(default: Any) -> Any:
     return field(default=default, metadata={"omit_if_default": True})
 
 
+def without_later_defaults(settings: dict[str, Any], cls: Any) -> dict[str, Any]:
+    """`settings` (field -> value of dataclass `cls`) as they enter a cell id: `later` fields at their
+    default are left out."""
+    omit = {f.name: f.default for f in fields(cls) if f.metadata.get("omit_if_default")}
+    return {k: v for k, v in settings.items() if k not in omit or v != omit[k]}
+
+
 def identity(obj: Any) -> dict[str, Any]:
     """A dataclass's settings as they enter a cell id: every field, except `later` ones at their default."""
-    return {f.name: getattr(obj, f.name) for f in fields(obj)
-            if not (f.metadata.get("omit_if_default") and getattr(obj, f.name) == f.default)}
+    return without_later_defaults({f.name: getattr(obj, f.name) for f in fields(obj)}, type(obj))
 
 
 @dataclass

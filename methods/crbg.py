@@ -15,7 +15,7 @@ from torch import Tensor
 
 from methods.base import Hparams, Mask, Pruner, normal_cdf
 from methods.schedules import lr_schedule
-from methods.target import TARGET_MODES, DensityController
+from methods.target import TARGET_MODES, TargetControlled
 
 
 @dataclass
@@ -59,7 +59,7 @@ class CRBGMask(Mask):
         return self.mu.detach()
 
 
-class CRBG(Pruner):
+class CRBG(TargetControlled, Pruner):
     """Unstructured (gate per weight) or structured (gate per output neuron / channel)."""
 
     name = "crbg"
@@ -71,16 +71,14 @@ class CRBG(Pruner):
         super().__init__(*args, **kwargs)
         self._gates = self.gated()
         self._n_gates = sum(m.mu.numel() for m in self._gates)
-        self.control = DensityController(self.hp.lam, self.hp.lam_lr, self.hp.lam_down, self.hp.ramp,
-                                         1.0 - self.target, float(self.gate_density()), self.device)
+        self.init_control()
 
     @property
     def lam(self) -> Tensor:
         return self.control.lam
 
     def optimizer(self, total_steps: int):
-        self.control.total_steps = total_steps
-        self.control.to(self.device)  # the trainer may have moved the model
+        self.start_control(total_steps)
         opt = torch.optim.Adam(self.parameters(), lr=self.hp.lr, fused=True)  # one kernel for all gates
         return opt, lr_schedule(opt, self.hp.schedule, total_steps)
 
@@ -90,13 +88,9 @@ class CRBG(Pruner):
         return self.lam * total / self._n_gates
 
     @torch.no_grad()
-    def gate_density(self) -> Tensor:
+    def density(self) -> Tensor:
         """Fraction of gates whose binary value is 1 right now (the quantity the target constrains)."""
         return sum((m.mu > self.hp.threshold).sum() for m in self._gates) / self._n_gates
-
-    def on_step(self, step: int) -> None:
-        if "dual" in self.hp.target_mode:
-            self.control.update(self.gate_density(), step)
 
     @staticmethod
     def search_space(trial) -> dict:
@@ -108,21 +102,8 @@ class CRBG(Pruner):
                 "mu_init": trial.suggest_float("mu_init", 0.3, 1.0),
                 "threshold": trial.suggest_float("threshold", 0.0, 0.7)}
 
-    def extra_state(self) -> dict:
-        return {**super().extra_state(), "log_lam": self.control.log_lam}
-
-    def load_extra_state(self, state: dict) -> None:
-        super().load_extra_state(state)
-        self.control.log_lam = state["log_lam"].to(self.device)
-
     def state(self) -> dict[str, float]:
         return {"lambda": float(self.lam)}
-
-    def finalize(self) -> None:
-        if "project" in self.hp.target_mode:
-            self.project_global(1.0 - self.target)
-        else:
-            super().finalize()
 
     def record(self) -> dict:
         return {**super().record(), "penalty_norm": "mean_over_gates", "lambda_final": float(self.lam)}

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from methods.base import Hparams, Mask, Pruner
 from methods.schedules import lr_schedule
-from methods.target import TARGET_MODES, DensityController
+from methods.target import TARGET_MODES, TargetControlled
 
 
 @dataclass
@@ -69,7 +69,7 @@ class CSMask(Mask):
         return self.s.detach()
 
 
-class ContinuousSparsification(Pruner):
+class ContinuousSparsification(TargetControlled, Pruner):
     """Deterministic sigmoid relaxation of the mask with an annealed temperature and an L1 penalty."""
 
     name = "cs"
@@ -80,8 +80,7 @@ class ContinuousSparsification(Pruner):
         super().__init__(*args, **kwargs)
         self._masks = self.gated()
         self._n = sum(m.s.numel() for m in self._masks)
-        self.control = DensityController(self.hp.lam, self.hp.lam_lr, self.hp.lam_down, self.hp.ramp,
-                                         1.0 - self.target, float(self.density()), self.device)
+        self.init_control()
         self.steps_per_round = 1
 
     @property
@@ -92,8 +91,7 @@ class ContinuousSparsification(Pruner):
         return self.mask_parameters() + (self.weight_parameters() if self.trains_weights else [])
 
     def optimizer(self, total_steps: int):
-        self.control.total_steps = total_steps
-        self.control.to(self.device)
+        self.start_control(total_steps)
         self.steps_per_round = max(1, total_steps // self.hp.rounds)
         groups = [{"params": self.mask_parameters(), "weight_decay": 0.0}]
         if self.trains_weights:
@@ -120,8 +118,7 @@ class ContinuousSparsification(Pruner):
         return sum((m.s > 0).sum() for m in self._masks) / self._n
 
     def on_step(self, step: int) -> None:
-        if "dual" in self.hp.target_mode:
-            self.control.update(self.density(), step)
+        super().on_step(step)  # dual update of lambda
         nxt = step + 1
         if nxt % self.steps_per_round == 0 and nxt // self.steps_per_round < self.hp.rounds:
             with torch.no_grad():  # a new round: s <- min(s, s0), temperature back to 1
@@ -142,17 +139,13 @@ class ContinuousSparsification(Pruner):
     def finalize(self) -> None:
         for p in self.weight_parameters():
             p.requires_grad_(False)
-        if "project" in self.hp.target_mode:
-            self.project_global(1.0 - self.target)
-        else:
-            super().finalize()
+        super().finalize()  # exact projection or the current binary mask
 
     def extra_state(self) -> dict:
-        return {**super().extra_state(), "log_lam": self.control.log_lam, "beta": self._masks[0].beta}
+        return {**super().extra_state(), "beta": self._masks[0].beta}
 
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
-        self.control.log_lam = state["log_lam"].to(self.device)
         for m in self._masks:
             m.beta = state["beta"]
 

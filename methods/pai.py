@@ -46,8 +46,10 @@ class OneShotPruner(Pruner):
         """One score per weight of every gated layer (same order as `gated()`), larger = keep."""
 
     def prepare(self, ctx: SearchContext) -> None:
-        scores = self.score(ctx)
-        density = 1.0 - self.target
+        self.project(self.score(ctx), 1.0 - self.target)
+
+    def project(self, scores: list[Tensor], density: float) -> None:
+        """Keep the top `density` of `scores`, globally or per layer (`scope`)."""
         if self.hp.scope == "global":
             self.project_global(density, scores)
         else:
@@ -58,8 +60,9 @@ class OneShotPruner(Pruner):
 
     def weights(self) -> list[Tensor]:
         """The frozen weights of the gated layers (the parametrizations' originals)."""
+        gated = {id(mask) for mask in self.gated()}
         return [module.parametrizations.weight.original for _, module, mask in self.mask_modules()
-                if mask in self.gated()]
+                if id(mask) in gated]
 
     @contextlib.contextmanager
     def scoring(self) -> Iterator[list[Tensor]]:

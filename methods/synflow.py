@@ -43,7 +43,7 @@ class SynFlow(OneShotPruner):
         for k in range(1, self.hp.rounds + 1):
             grads = torch.autograd.grad(model(ones).sum(), weights)
             scores = [(w.detach() * g).abs() for w, g in zip(weights, grads)]
-            self._project(scores, (1.0 - self.target) ** (k / self.hp.rounds))
+            self.project(scores, (1.0 - self.target) ** (k / self.hp.rounds))
         for w in weights:
             w.requires_grad_(False)
         with torch.no_grad():
@@ -51,12 +51,6 @@ class SynFlow(OneShotPruner):
                 v.mul_(signs[k])
         model.to(dtype)
         return [mask.final.to(dtype) for mask in self.gated()]
-
-    def _project(self, scores: list[Tensor], density: float) -> None:
-        if self.hp.scope == "global":
-            self.project_global(density, scores)
-        else:
-            self.project_layerwise(density, scores)
 
     def record(self) -> dict:
         return {**super().record(), "schedule": "exponential", "precision": "float64"}

@@ -47,3 +47,36 @@ class DensityController:
         err = (density / self.target(step) - 1.0).clamp(-1.0, 1.0)
         rate = self.lr * torch.where(err < 0, self.down, 1.0)
         self.log_lam = (self.log_lam + rate * err).clamp(-12.0, 12.0)
+
+
+class TargetControlled:
+    """Mixin for a `Pruner` whose penalty weight lambda is steered to the target (hyperparameters `lam`,
+    `lam_lr`, `lam_down`, `ramp`, `target_mode`): dual updates after every step, the exact global
+    projection at the end, and lambda in checkpoints. The host defines `density()`, the current density of
+    its binary mask, and calls `init_control()` once its masks exist and `start_control(total_steps)`
+    when it builds its optimiser."""
+
+    def init_control(self) -> None:
+        self.control = DensityController(self.hp.lam, self.hp.lam_lr, self.hp.lam_down, self.hp.ramp,
+                                         1.0 - self.target, float(self.density()), self.device)
+
+    def start_control(self, total_steps: int) -> None:
+        self.control.total_steps = total_steps
+        self.control.to(self.device)  # the trainer may have moved the model
+
+    def on_step(self, step: int) -> None:
+        if "dual" in self.hp.target_mode:
+            self.control.update(self.density(), step)
+
+    def finalize(self) -> None:
+        if "project" in self.hp.target_mode:
+            self.project_global(1.0 - self.target)
+        else:
+            super().finalize()
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "log_lam": self.control.log_lam}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        self.control.log_lam = state["log_lam"].to(self.device)
