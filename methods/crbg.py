@@ -13,28 +13,24 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods.base import Hparams, Mask, Pruner, normal_cdf
+from methods.base import Mask, Pruner, normal_cdf
 from methods.schedules import lr_schedule
-from methods.target import TARGET_MODES, TargetControlled
+from methods.target import TargetControlled, TargetHparams
 
 
 @dataclass
-class CRBGHparams(Hparams):
+class CRBGHparams(TargetHparams):
+    method = "crbg"
     lr: float = 1e-2
     sigma: float = 0.5
     mu_init: float = 0.5
     mu_init_noise: float = 0.01
     threshold: float = 0.5
     lam: float = 1.0
-    lam_lr: float = 0.01
-    lam_down: float = 10.0
-    ramp: float = 0.5
-    target_mode: str = "dual+project"
     schedule: str = "constant"
 
     def __post_init__(self) -> None:
-        if self.target_mode not in TARGET_MODES:
-            raise ValueError(f"crbg.target_mode must be one of {', '.join(TARGET_MODES)}, got {self.target_mode!r}")
+        super().__post_init__()
         if self.sigma <= 0:
             raise ValueError(f"crbg.sigma must be > 0, got {self.sigma}")
 

@@ -24,13 +24,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods.base import Hparams, Mask, Pruner
+from methods.base import Mask, Pruner
 from methods.schedules import lr_schedule
-from methods.target import TARGET_MODES, TargetControlled
+from methods.target import TargetControlled, TargetHparams
 
 
 @dataclass
-class CSHparams(Hparams):
+class CSHparams(TargetHparams):
+    method = "cs"
     lr: float = 1.0  # mask logits; 0.1 in the paper, where the weights train too (1.0: 97.9 vs 96.9 % at 0.9)
     momentum: float = 0.9
     weight_lr: float = 0.1  # weak regime: the jointly trained weights
@@ -40,15 +41,10 @@ class CSHparams(Hparams):
     rounds: int = 1
     rewind_epoch: int = 2
     lam: float = 1e-2
-    lam_lr: float = 0.01
-    lam_down: float = 10.0
-    ramp: float = 0.5
-    target_mode: str = "dual+project"
     schedule: str = "cosine"
 
     def __post_init__(self) -> None:
-        if self.target_mode not in TARGET_MODES:
-            raise ValueError(f"cs.target_mode must be one of {', '.join(TARGET_MODES)}, got {self.target_mode!r}")
+        super().__post_init__()
         if self.rounds < 1 or self.beta_final < 1:
             raise ValueError("cs.rounds must be >= 1 and cs.beta_final >= 1")
 

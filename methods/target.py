@@ -8,11 +8,31 @@ projection at the end (`Pruner.project_global`) then removes the last few hundre
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from methods.base import Hparams
+
 TARGET_MODES = ("dual+project", "dual", "project", "none")
+
+
+@dataclass
+class TargetHparams(Hparams):
+    """The target-control knobs of a `TargetControlled` method (its own `lam`, the initial lambda, beside)."""
+
+    method: ClassVar[str]
+    lam_lr: float = 0.01
+    lam_down: float = 10.0
+    ramp: float = 0.5
+    target_mode: str = "dual+project"
+
+    def __post_init__(self) -> None:
+        if self.target_mode not in TARGET_MODES:
+            raise ValueError(f"{self.method}.target_mode must be one of {', '.join(TARGET_MODES)}, "
+                             f"got {self.target_mode!r}")
 
 
 class DensityController:
@@ -50,8 +70,8 @@ class DensityController:
 
 
 class TargetControlled:
-    """Mixin for a `Pruner` whose penalty weight lambda is steered to the target (hyperparameters `lam`,
-    `lam_lr`, `lam_down`, `ramp`, `target_mode`): dual updates after every step, the exact global
+    """Mixin for a `Pruner` whose penalty weight lambda is steered to the target (hyperparameters: a
+    `TargetHparams` with `lam`): dual updates after every step, the exact global
     projection at the end, and lambda in checkpoints. The host defines `density()`, the current density of
     its binary mask, and calls `init_control()` once its masks exist and `start_control(total_steps)`
     when it builds its optimiser."""
