@@ -84,10 +84,44 @@ class Mask(nn.Module):
         if self.final is not None:
             m = self.final
         elif self.training:
-            m = self.search_mask()
+            return self.search_forward(weight)
         else:
             m = self.binary_mask()
         return weight * self._broadcast(m).to(weight.dtype)
+
+    def search_forward(self, weight: Tensor) -> Tensor:
+        """The weight as the search sees it: ``weight * search_mask()``. A method makes it one autograd node
+        (`MaskedWeight`) by overriding this and defining `mask_grad`."""
+        return weight * self._broadcast(self.search_mask()).to(weight.dtype)
+
+    def mask_grad(self, grad_m: Tensor, m: Tensor) -> Tensor:
+        """dL/d(mask parameter) from dL/dm, for a mask `m` built by `MaskedWeight` (may work in place)."""
+        raise NotImplementedError
+
+
+class MaskedWeight(torch.autograd.Function):
+    """``weight * m`` as one autograd node, for a mask `m` computed without autograd from `param`.
+
+    Autograd would record every element-wise step of the mask and replay each one backwards; here the
+    backward is ``dL/dW = g m`` and ``dL/dparam = mask.mask_grad(sum over each entry's weights of g W, m)``,
+    one or two passes. Usage: ``MaskedWeight.apply(weight, param, m, mask)``.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, param: Tensor, m: Tensor, mask: Mask) -> Tensor:
+        ctx.save_for_backward(weight, m)
+        ctx.mask = mask
+        return weight * mask._broadcast(m).to(weight.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        weight, m = ctx.saved_tensors
+        mb = ctx.mask._broadcast(m)
+        # A Linear layer's weight gradient arrives transposed in memory; writing the products in the
+        # weight's own layout costs one strided pass here instead of one in every later element-wise op
+        grad_w = torch.mul(grad, mb, out=torch.empty_like(weight)) if ctx.needs_input_grad[0] else None
+        grad_m = torch.mul(grad, weight, out=torch.empty_like(weight)).sum_to_size(mb.shape).view(m.shape)
+        return grad_w, ctx.mask.mask_grad(grad_m, m), None, None
 
 
 class OpenMask(Mask):

@@ -8,12 +8,13 @@ model size); final mask 1[mu > threshold]. A target sparsity is reached by dual 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from methods.base import Mask, Pruner, normal_cdf
+from methods.base import Mask, MaskedWeight, Pruner
 from methods.schedules import lr_schedule
 from methods.target import TargetControlled, TargetHparams
 
@@ -35,6 +36,23 @@ class CRBGHparams(TargetHparams):
             raise ValueError(f"crbg.sigma must be > 0, got {self.sigma}")
 
 
+class _ExpectedOpen(torch.autograd.Function):
+    """sum over gates of P(z > 0) = Phi(mu / sigma), with the analytic gradient phi(mu / sigma) / sigma."""
+
+    @staticmethod
+    def forward(ctx, sigma: float, *mus: Tensor) -> Tensor:
+        ctx.save_for_backward(*mus)
+        ctx.sigma = sigma
+        n = sum(mu.numel() for mu in mus)
+        return 0.5 * (n + sum((mu * (1.0 / (sigma * math.sqrt(2.0)))).erf_().sum() for mu in mus))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        s = ctx.sigma
+        scale = grad / (s * math.sqrt(2.0 * math.pi))
+        return None, *(mu.square().mul_(-0.5 / s**2).exp_().mul_(scale) for mu in ctx.saved_tensors)
+
+
 class CRBGMask(Mask):
     def __init__(self, weight: Tensor, structured: bool, hp: CRBGHparams) -> None:
         super().__init__(weight, structured)
@@ -45,8 +63,16 @@ class CRBGMask(Mask):
         self.threshold = hp.threshold
 
     def search_mask(self) -> Tensor:
-        noise = torch.randn_like(self.mu).mul_(self.sigma)
-        return (self.mu + noise).clamp_(0.0, 1.0)
+        return (self.mu + torch.empty_like(self.mu).normal_(0.0, self.sigma)).clamp(0.0, 1.0)
+
+    def search_forward(self, weight: Tensor) -> Tensor:
+        with torch.no_grad():  # the same draw as `search_mask`, in place in one tensor
+            z = torch.empty_like(self.mu).normal_(0.0, self.sigma).add_(self.mu).clamp_(0.0, 1.0)
+        return MaskedWeight.apply(weight, self.mu, z, self)
+
+    def mask_grad(self, grad_m: Tensor, z: Tensor) -> Tensor:
+        # dz/dmu = 1 inside (0, 1), else 0; written over grad_m
+        return torch.ops.aten.hardtanh_backward.grad_input(grad_m, z, 0.0, 1.0, grad_input=grad_m)
 
     def binary_mask(self) -> Tensor:
         return self.mu.detach() > self.threshold
@@ -80,13 +106,13 @@ class CRBG(TargetControlled, Pruner):
 
     def penalty(self) -> Tensor:
         """lambda * expected fraction of open gates (mean over gates of Phi(mu / sigma))."""
-        total = sum(normal_cdf(m.mu / self.hp.sigma).sum() for m in self._gates)
-        return self.lam * total / self._n_gates
+        return self.lam * _ExpectedOpen.apply(self.hp.sigma, *(m.mu for m in self._gates)) / self._n_gates
 
     @torch.no_grad()
     def density(self) -> Tensor:
         """Fraction of gates whose binary value is 1 right now (the quantity the target constrains)."""
-        return sum((m.mu > self.hp.threshold).sum() for m in self._gates) / self._n_gates
+        return sum(torch.gt(m.mu, self.hp.threshold, out=torch.empty_like(m.mu)).sum()  # float out: one pass
+                   for m in self._gates) / self._n_gates
 
     @staticmethod
     def search_space(trial) -> dict:

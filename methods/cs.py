@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods.base import Mask, Pruner
+from methods.base import Mask, MaskedWeight, Pruner
 from methods.schedules import lr_schedule
 from methods.target import TargetControlled, TargetHparams
 
@@ -57,6 +57,15 @@ class CSMask(Mask):
 
     def search_mask(self) -> Tensor:
         return torch.sigmoid(self.beta * self.s)
+
+    def search_forward(self, weight: Tensor) -> Tensor:
+        with torch.no_grad():
+            m = torch.sigmoid(self.beta * self.s)
+        return MaskedWeight.apply(weight, self.s, m, self)
+
+    def mask_grad(self, grad_m: Tensor, m: Tensor) -> Tensor:
+        dm_ds = torch.ops.aten.sigmoid_backward.grad_input(grad_m, m, grad_input=grad_m)  # m (1 - m), in place
+        return dm_ds.mul_(self.beta)
 
     def binary_mask(self) -> Tensor:
         return self.s.detach() > 0
@@ -111,7 +120,7 @@ class ContinuousSparsification(TargetControlled, Pruner):
 
     @torch.no_grad()
     def density(self) -> Tensor:
-        return sum((m.s > 0).sum() for m in self._masks) / self._n
+        return sum(torch.gt(m.s, 0.0, out=torch.empty_like(m.s)).sum() for m in self._masks) / self._n
 
     def on_step(self, step: int) -> None:
         super().on_step(step)  # dual update of lambda

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from methods.base import Hparams, Mask, Pruner, SearchContext
+from methods.base import Hparams, Mask, MaskedWeight, Pruner, SearchContext
 from methods.schedules import lr_schedule
 
 OBJECTIVES = ("auto", "reverse_kl", "ce")
@@ -54,9 +54,20 @@ class CTSMask(Mask):
         self.s = torch.nn.Parameter(torch.full(self.mask_shape, logit, device=weight.device))
         self.tau = hp.tau
 
+    def _logistic(self) -> Tensor:
+        """l ~ Logistic(0, 1) = logit(u), u ~ U(0, 1) kept 1e-6 away from the ends."""
+        return torch.empty_like(self.s).uniform_().clamp_(1e-6, 1.0 - 1e-6).logit_()
+
     def search_mask(self) -> Tensor:
-        u = torch.rand_like(self.s).clamp_(1e-6, 1.0 - 1e-6)
-        return torch.sigmoid(self.s + (u.log() - (-u).log1p()) / self.tau)
+        return torch.sigmoid(self.s + self._logistic() / self.tau)
+
+    def search_forward(self, weight: Tensor) -> Tensor:
+        with torch.no_grad():  # the same draw as `search_mask`, in place in one tensor
+            g = self._logistic().div_(self.tau).add_(self.s).sigmoid_()
+        return MaskedWeight.apply(weight, self.s, g, self)
+
+    def mask_grad(self, grad_m: Tensor, g: Tensor) -> Tensor:
+        return torch.ops.aten.sigmoid_backward.grad_input(grad_m, g, grad_input=grad_m)  # dg/ds = g (1 - g)
 
     def binary_mask(self) -> Tensor:
         return self.s.detach() > 0  # the gate's median: P(g > 1/2) = sigmoid(tau * s) > 1/2
@@ -97,7 +108,7 @@ class CTS(Pruner):
 
     def optimizer(self, total_steps: int):
         self.balance = self.balance.to(self.device)
-        opt = torch.optim.Adam(self.parameters(), lr=self.hp.lr)
+        opt = torch.optim.Adam(self.parameters(), lr=self.hp.lr, fused=True)  # one kernel for all logits
         return opt, lr_schedule(opt, self.hp.schedule, total_steps)
 
     def loss(self, model, x: Tensor, y: Tensor, criterion) -> Tensor:
@@ -111,16 +122,21 @@ class CTS(Pruner):
 
     @torch.no_grad()
     def before_step(self) -> None:
-        """Add lambda_t * constraint gradient to the logits' task gradient (no host-device sync)."""
-        probs = [torch.sigmoid(m.s) for m in self._masks]
-        excess = sum(p.sum() for p in probs) / self.budget - 1.0
-        g_s = [(100.0 / self.budget) * p * (1.0 - p) for p in probs]
-        task = torch.sqrt(sum((m.s.grad.float() ** 2).sum() for m in self._masks))
-        cons = torch.sqrt(sum((g ** 2).sum() for g in g_s)).clamp_min(1e-30)
-        target = torch.where(excess > 0, task / cons, torch.zeros_like(task))
+        """Add lambda_t * constraint gradient to the logits' task gradient (no host-device sync).
+
+        The constraint gradient is c * p (1 - p) with p = sigmoid(s), c = 100 / budget, active while
+        sum p exceeds the budget; lambda_t is an EMA of ||task gradient|| / ||constraint gradient||."""
+        slopes = [torch.sigmoid(m.s) for m in self._masks]
+        excess = sum(p.sum() for p in slopes) / self.budget - 1.0
+        for p in slopes:
+            p.addcmul_(p, p, value=-1.0)  # p (1 - p), in place
+        task = torch.sqrt(sum(m.s.grad.float().flatten().dot(m.s.grad.float().flatten()) for m in self._masks))
+        cons = (100.0 / self.budget) * torch.sqrt(sum(q.flatten().dot(q.flatten()) for q in slopes))
+        target = torch.where(excess > 0, task / cons.clamp_min(1e-30), torch.zeros_like(task))
         self.balance.mul_(self.hp.balance_momentum).add_((1.0 - self.hp.balance_momentum) * target)
-        for m, g in zip(self._masks, g_s):
-            m.s.grad.add_(self.balance * g)
+        coef = self.balance * (100.0 / self.budget)
+        for m, q in zip(self._masks, slopes):
+            m.s.grad.addcmul_(q, coef)
 
     def finalize(self) -> None:
         self.project_global(1.0 - self.target)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods.base import Hparams, Mask, Pruner, kth_largest
+from methods.base import Hparams, Mask, MaskedWeight, Pruner, kth_largest
 from methods.schedules import lr_schedule
 
 
@@ -29,8 +29,8 @@ class BandedThreshold:
             return flat.min()
         if self.last is not None and not flat.is_cuda:
             lo, hi = self.last * (1 - self.width), self.last * (1 + self.width)
-            above = int((flat > hi).sum())
-            band = flat[(flat >= lo) & (flat <= hi)]
+            above = int(torch.gt(flat, hi, out=torch.empty_like(flat)).sum())  # float out: one pass
+            band = flat[(flat - (lo + hi) / 2).abs_() <= (hi - lo) / 2]
             if above < keep <= above + band.numel():
                 self.width = max(1e-4, self.width * 0.9)
                 self.last = torch.kthvalue(band, band.numel() - (keep - above) + 1).values
@@ -38,16 +38,6 @@ class BandedThreshold:
             self.width = min(1.0, self.width * 2)
         self.last = kth_largest(flat, keep)
         return self.last
-
-
-class _StraightThroughTopK(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, scores: Tensor, mask: Tensor) -> Tensor:
-        return mask.to(scores.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return grad, None
 
 
 @dataclass
@@ -68,14 +58,22 @@ class EdgePopupMask(Mask):
 
     def search_mask(self) -> Tensor:
         scores = self.score.abs()
-        return _StraightThroughTopK.apply(scores, self._select(scores.detach()))
+        top = self._select(scores.detach())
+        return top + (scores - scores.detach())  # straight through: d top / d |score| = 1
+
+    def search_forward(self, weight: Tensor) -> Tensor:
+        return MaskedWeight.apply(weight, self.score, self._select(self.score.detach().abs()), self)
+
+    def mask_grad(self, grad_m: Tensor, m: Tensor) -> Tensor:
+        return grad_m.mul_(self.score.detach().sign())  # straight through the top-k, then through |score|
 
     def binary_mask(self) -> Tensor:
-        return self._select(self.score.detach().abs())
+        return self._select(self.score.detach().abs()).bool()
 
     def _select(self, scores: Tensor) -> Tensor:
-        """The `keep` largest scores (ties at the threshold all kept; probability zero for real scores)."""
-        return scores >= self.threshold(scores, self.keep)
+        """1.0 at the `keep` largest scores, else 0.0 (ties at the threshold all kept; probability zero for
+        real scores)."""
+        return torch.ge(scores, self.threshold(scores, self.keep), out=torch.empty_like(scores))
 
     def scores(self) -> Tensor:
         return self.score.detach().abs()

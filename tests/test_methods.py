@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from torch.nn.utils import parametrize
 from benchmarks.zoo import build_model
 from methods import METHODS, get_method
 from methods.base import normal_cdf
-from methods.base import kth_largest
+from methods.base import Mask, kth_largest
 from methods.edgepopup import BandedThreshold
 from methods.init import init_weight
 
@@ -181,3 +182,48 @@ def test_weight_inits():
 def test_sparsity_out_of_range():
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         get_method("crbg")(lenet(), 1.0)
+
+
+FUSED = [("crbg", "unstructured", "strong"), ("crbg", "structured", "strong"), ("cs", "unstructured", "strong"),
+         ("cs", "unstructured", "weak"), ("cts", "unstructured", "strong"), ("edgepopup", "unstructured", "strong")]
+
+
+@pytest.mark.parametrize("name,granularity,regime", FUSED)
+def test_fused_masked_weight_matches_autograd_on_the_reference_mask(name, granularity, regime, monkeypatch):
+    """Each method's one-node `search_forward` gives the loss and gradients (mask parameters and, where
+    trained, weights) that autograd gives on ``weight * search_mask()`` with the same random draw."""
+    torch.manual_seed(0)
+    model = build_model("conv2", 10, (3, 32, 32))
+    pruner = get_method(name)(model, 0.8, granularity, regime=regime)
+    pruner.optimizer(10)
+    pruner.on_step(3)  # CS: a temperature other than 1
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    trained = [p for p in model.parameters() if p.requires_grad]
+
+    def grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        torch.manual_seed(1)
+        model.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in trained]
+
+    loss, fused = grads()
+    for mask in pruner.gated():
+        monkeypatch.setattr(mask, "search_forward", partial(Mask.search_forward, mask))
+    ref_loss, reference = grads()
+    assert torch.allclose(loss, ref_loss, rtol=1e-6)
+    assert len(fused) == len(reference) > 0
+    for f, r in zip(fused, reference):
+        assert torch.allclose(f, r, rtol=1e-4, atol=1e-7)
+    assert any(f.abs().sum() > 0 for f in fused)
+
+
+def test_crbg_penalty_gradient_is_the_normal_density():
+    pruner = get_method("crbg")(lenet(), 0.8)
+    pruner.penalty().backward()
+    mus = [m.mu for m in pruner.gated()]
+    detached = [mu.detach().clone().requires_grad_(True) for mu in mus]
+    (pruner.lam * sum(normal_cdf(mu / 0.5).sum() for mu in detached) / sum(mu.numel() for mu in mus)).backward()
+    reference = [mu.grad for mu in detached]
+    for mu, ref in zip(mus, reference):
+        assert torch.allclose(mu.grad, ref, rtol=1e-5, atol=1e-12)

@@ -1,19 +1,26 @@
 """Cost of one mask-search step relative to one dense training step of the same model.
 
 Run with ``pytest benchmarks/perf`` (not part of the default test run); ``--benchmark-save NAME`` and
-``--benchmark-compare`` compare runs. Each method's row carries ``ratio_to_dense`` in its extra info, and
-a table of ratios closes the run. The search step is the trainer's own `search_step`; the dense step is
-a plain forward/backward/SGD-momentum step with every weight trainable.
+``--benchmark-compare`` compare runs. The search step is the trainer's own `search_step`; the dense step
+is a plain forward/backward/SGD-momentum step with every weight trainable.
+
+The ratio is paired: each benchmark round first times a block of dense steps, then pytest-benchmark times
+a block of search steps, so both medians come from the same stretch of machine time (on a shared machine
+the speed drifts by tens of per cent from minute to minute; unpaired ratios inherit that drift). Each
+row's extra info carries ``dense_ms`` and ``ratio_to_dense``, and a table of ratios closes the run.
 
 Memory: each row also records the training state (parameters, gradients, optimiser state) in MB and its
 ratio to the dense step's, and on CUDA the step's peak allocated memory (activations included).
 One-shot baselines (random, magnitude, SNIP, GraSP, SynFlow) have no search step and are not timed.
-`PERF_AMP=1` runs every step under bf16 autocast.
+`PERF_AMP=1` runs every step under bf16 autocast; `PERF_ARCHS=lenet300,conv4` narrows the architectures.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
+import time
+from typing import Callable
 
 import pytest
 import torch
@@ -24,11 +31,19 @@ from benchmarks.zoo import build_model
 from methods import METHODS, get_method
 
 ARCHS = {"lenet300": (1, 28, 28), "conv4": (3, 32, 32), "resnet18": (3, 32, 32)}
+SELECTED = os.environ.get("PERF_ARCHS", ",".join(ARCHS)).split(",")
 BATCHES = (128,)
 SPARSITY = 0.9
 DEVICE = resolve_device("auto")
 AMP = os.environ.get("PERF_AMP") == "1"
 SEARCHING = sorted(name for name, cls in METHODS.items() if cls.searches)
+
+
+def plan(arch: str) -> tuple[int, int]:
+    """(rounds, steps per block): enough steps per block that a block is well above timer noise."""
+    if DEVICE.type == "cuda":
+        return 30, 10
+    return {"lenet300": (15, 50), "conv4": (10, 1)}.get(arch, (5, 1))
 
 
 def state_mb(model: nn.Module, opt: torch.optim.Optimizer) -> float:
@@ -43,7 +58,7 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def make_step(arch: str, method: str, batch: int):
+def make_step(arch: str, method: str, batch: int) -> tuple[Callable[[], None], nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
     shape = ARCHS[arch]
     model = build_model(arch, 10, shape).to(DEVICE).train()
@@ -72,25 +87,49 @@ def make_step(arch: str, method: str, batch: int):
     return step, model, opt
 
 
-@pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("method", ["dense", *SEARCHING])  # dense first: the ratios need it
-@pytest.mark.parametrize("arch", list(ARCHS))
-def test_step(benchmark, medians, medians_memory, arch: str, method: str, batch: int) -> None:
-    step, model, opt = make_step(arch, method, batch)
-    for _ in range(3):  # warm-up: allocator, cudnn autotuning, lazy init
-        step()
+def measure_memory(step: Callable[[], None], model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, float]:
     memory = {"state_mb": state_mb(model, opt)}
     if DEVICE.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         step()
         memory["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return memory
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("method", ["dense", *SEARCHING])
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a in SELECTED])
+def test_step(benchmark, medians, medians_memory, arch: str, method: str, batch: int) -> None:
+    rounds, block = plan(arch)
+    step, model, opt = make_step(arch, method, batch)
+    dense_step, dense_model, dense_opt = step, model, opt
+    if method != "dense":
+        dense_step, dense_model, dense_opt = make_step(arch, "dense", batch)
+    for _ in range(3):  # warm-up: allocator, cudnn autotuning, lazy init
+        step()
+        dense_step()
+    memory = measure_memory(step, model, opt)
+    dense_memory = measure_memory(dense_step, dense_model, dense_opt)
     medians_memory[(arch, batch, method)] = memory
-    benchmark.extra_info.update(memory)
+    medians_memory[(arch, batch, "dense")] = dense_memory
+    dense_times: list[float] = []
+
+    def time_dense_block() -> None:  # pytest-benchmark's untimed setup before each timed round
+        start = time.perf_counter()
+        for _ in range(block):
+            dense_step()
+        dense_times.append((time.perf_counter() - start) / block)
+
+    def block_of_steps() -> None:
+        for _ in range(block):
+            step()
+
     benchmark.group = f"{arch} batch {batch} ({DEVICE.type})"
-    benchmark.extra_info.update(arch=arch, method=method, batch=batch, device=DEVICE.type, sparsity=SPARSITY, amp=AMP)
-    benchmark.pedantic(step, rounds=10 if arch == "resnet18" else 30, warmup_rounds=1)
-    median = benchmark.stats.stats.median
-    medians[(arch, batch, method)] = median
-    dense = medians.get((arch, batch, "dense"))
-    if dense:
-        benchmark.extra_info["ratio_to_dense"] = median / dense
+    benchmark.pedantic(block_of_steps, setup=time_dense_block, rounds=rounds, iterations=1)
+    median = benchmark.stats.stats.median / block
+    dense = statistics.median(dense_times)
+    medians[(arch, batch, method)] = (median, dense)
+    benchmark.extra_info.update(memory, arch=arch, method=method, batch=batch, device=DEVICE.type,
+                                sparsity=SPARSITY, amp=AMP, steps_per_round=block, ms_per_step=median * 1e3,
+                                dense_ms=dense * 1e3, ratio_to_dense=median / dense,
+                                state_ratio_to_dense=memory["state_mb"] / dense_memory["state_mb"])
