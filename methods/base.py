@@ -52,6 +52,7 @@ class Mask(nn.Module):
         self.weight_shape = tuple(weight.shape)
         self.bypass = False  # True: the mask is open (the dense network), see `Pruner.masks_open`
         self.register_buffer("final", None)
+        self._cast: tuple[tuple[Tensor, int, torch.dtype], Tensor | None] | None = None  # see `_frozen`
 
     @property
     def mask_shape(self) -> tuple[int, ...]:
@@ -82,12 +83,21 @@ class Mask(nn.Module):
         if self.bypass:
             return weight
         if self.final is not None:
-            m = self.final
-        elif self.training:
+            m = self._frozen(weight.dtype)
+            return weight if m is None else weight * m
+        if self.training:
             return self.search_forward(weight)
-        else:
-            m = self.binary_mask()
-        return weight * self._broadcast(m).to(weight.dtype)
+        return weight * self._broadcast(self.binary_mask()).to(weight.dtype)
+
+    def _frozen(self, dtype: torch.dtype) -> Tensor | None:
+        """The frozen mask broadcast and cast to `dtype`, or None when it keeps every weight; cached until
+        `final` is replaced or written to (the check that it is all ones syncs once per change)."""
+        key = self._cast[0] if self._cast is not None else None
+        if key is None or key[0] is not self.final or key[1] != self.final._version or key[2] != dtype:
+            keep_all = bool(self.final.all())
+            cast = None if keep_all else self._broadcast(self.final).to(dtype)
+            self._cast = ((self.final, self.final._version, dtype), cast)
+        return self._cast[1]
 
     def search_forward(self, weight: Tensor) -> Tensor:
         """The weight as the search sees it: ``weight * search_mask()``. A method makes it one autograd node

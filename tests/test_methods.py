@@ -227,3 +227,18 @@ def test_crbg_penalty_gradient_is_the_normal_density():
     reference = [mu.grad for mu in detached]
     for mu, ref in zip(mus, reference):
         assert torch.allclose(mu.grad, ref, rtol=1e-5, atol=1e-12)
+
+
+def test_frozen_mask_cast_follows_every_change_of_the_final_mask():
+    pruner = get_method("magnitude")(lenet(), 0.8)
+    module = pruner.layers[0][1]
+    mask = module.parametrizations.weight[0]
+    w = module.parametrizations.weight.original
+    assert module.weight is w  # the open mask (all ones) costs no product
+    pruner.prepare(None)
+    assert torch.equal(module.weight, w * mask.final.float())
+    with torch.no_grad():  # written in place, as load_state_dict does
+        mask.final.fill_(False)
+    assert not module.weight.any()
+    mask.freeze(torch.ones_like(mask.final))
+    assert module.weight is w
