@@ -188,22 +188,29 @@ FUSED = [("crbg", "unstructured", "strong"), ("crbg", "structured", "strong"), (
          ("cs", "unstructured", "weak"), ("cts", "unstructured", "strong"), ("edgepopup", "unstructured", "strong")]
 
 
+@pytest.mark.parametrize("layout", ["default", "channels_last+bf16"])
 @pytest.mark.parametrize("name,granularity,regime", FUSED)
-def test_fused_masked_weight_matches_autograd_on_the_reference_mask(name, granularity, regime, monkeypatch):
+def test_fused_masked_weight_matches_autograd_on_the_reference_mask(name, granularity, regime, layout, monkeypatch):
     """Each method's one-node `search_forward` gives the loss and gradients (mask parameters and, where
-    trained, weights) that autograd gives on ``weight * search_mask()`` with the same random draw."""
+    trained, weights) that autograd gives on ``weight * search_mask()`` with the same random draw; also
+    with the CUDA path's channels_last weights and bf16 autocast."""
     torch.manual_seed(0)
     model = build_model("conv2", 10, (3, 32, 32))
     pruner = get_method(name)(model, 0.8, granularity, regime=regime)
     pruner.optimizer(10)
     pruner.on_step(3)  # CS: a temperature other than 1
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    amp = layout != "default"
+    if amp:
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     trained = [p for p in model.parameters() if p.requires_grad]
 
     def grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
         torch.manual_seed(1)
         model.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in trained]
 
