@@ -513,7 +513,3 @@ def remove_dead_columns(model: nn.Module, layers: list[tuple[str, nn.Module]], m
             continue
         out[name] = m & col.view(1, -1, *([1] * (m.dim() - 2)))
     return out
-
-
-def normal_cdf(x: Tensor) -> Tensor:
-    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))

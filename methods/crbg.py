@@ -36,23 +36,6 @@ class CRBGHparams(TargetHparams):
             raise ValueError(f"crbg.sigma must be > 0, got {self.sigma}")
 
 
-class _ExpectedOpen(torch.autograd.Function):
-    """sum over gates of P(z > 0) = Phi(mu / sigma), with the analytic gradient phi(mu / sigma) / sigma."""
-
-    @staticmethod
-    def forward(ctx, sigma: float, *mus: Tensor) -> Tensor:
-        ctx.save_for_backward(*mus)
-        ctx.sigma = sigma
-        n = sum(mu.numel() for mu in mus)
-        return 0.5 * (n + sum((mu * (1.0 / (sigma * math.sqrt(2.0)))).erf_().sum() for mu in mus))
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        s = ctx.sigma
-        scale = grad / (s * math.sqrt(2.0 * math.pi))
-        return None, *(mu.square().mul_(-0.5 / s**2).exp_().mul_(scale) for mu in ctx.saved_tensors)
-
-
 class CRBGMask(Mask):
     def __init__(self, weight: Tensor, structured: bool, hp: CRBGHparams) -> None:
         super().__init__(weight, structured)
@@ -61,6 +44,7 @@ class CRBGMask(Mask):
         self.mu = torch.nn.Parameter(mu)
         self.sigma = hp.sigma
         self.threshold = hp.threshold
+        self.penalty_log_scale: Tensor | None = None  # log(lambda / (n sigma sqrt(2 pi))), armed by `CRBG.penalty`
 
     def search_mask(self) -> Tensor:
         return (self.mu + torch.empty_like(self.mu).normal_(0.0, self.sigma)).clamp(0.0, 1.0)
@@ -72,7 +56,12 @@ class CRBGMask(Mask):
 
     def mask_grad(self, grad_m: Tensor, z: Tensor) -> Tensor:
         # dz/dmu = 1 inside (0, 1), else 0; written over grad_m
-        return torch.ops.aten.hardtanh_backward.grad_input(grad_m, z, 0.0, 1.0, grad_input=grad_m)
+        grad = torch.ops.aten.hardtanh_backward.grad_input(grad_m, z, 0.0, 1.0, grad_input=grad_m)
+        log_scale, self.penalty_log_scale = self.penalty_log_scale, None
+        if log_scale is not None:  # + d/dmu of lambda / n * Phi(mu / sigma): lambda / n * phi(mu / sigma) / sigma
+            mu = self.mu.detach()
+            grad.add_(torch.addcmul(log_scale, mu, mu, value=-0.5 / self.sigma**2).exp_())
+        return grad
 
     def binary_mask(self) -> Tensor:
         return self.mu.detach() > self.threshold
@@ -104,9 +93,18 @@ class CRBG(TargetControlled, Pruner):
         opt = torch.optim.Adam(self.parameters(), lr=self.hp.lr, fused=True)  # one kernel for all gates
         return opt, lr_schedule(opt, self.hp.schedule, total_steps)
 
+    @torch.no_grad()
     def penalty(self) -> Tensor:
-        """lambda * expected fraction of open gates (mean over gates of Phi(mu / sigma))."""
-        return self.lam * _ExpectedOpen.apply(self.hp.sigma, *(m.mu for m in self._gates)) / self._n_gates
+        """lambda * expected fraction of open gates (mean over gates of Phi(mu / sigma)).
+
+        Its gradient, lambda / n * phi(mu / sigma) / sigma, is added by each gate's `mask_grad` in the
+        backward that follows (one fused pass, no autograd graph), so the value returned has no graph."""
+        s = self.hp.sigma
+        log_scale = self.control.log_lam - math.log(self._n_gates * s * math.sqrt(2.0 * math.pi))
+        for m in self._gates:
+            m.penalty_log_scale = log_scale
+        erf_sum = sum(torch.mul(m.mu, 1.0 / (s * math.sqrt(2.0))).erf_().sum() for m in self._gates)
+        return self.lam * 0.5 * (1.0 + erf_sum / self._n_gates)
 
     @torch.no_grad()
     def density(self) -> Tensor:

@@ -54,16 +54,21 @@ class CSMask(Mask):
         super().__init__(weight, structured)
         self.s = torch.nn.Parameter(torch.full(self.mask_shape, hp.s0, device=weight.device))
         self.beta = 1.0
+        self.penalty_scale: Tensor | None = None  # lambda / n, armed by `ContinuousSparsification.penalty`
+        self.soft: Tensor | None = None  # the soft mask of the last search forward, for the penalty's value
 
     def search_mask(self) -> Tensor:
         return torch.sigmoid(self.beta * self.s)
 
     def search_forward(self, weight: Tensor) -> Tensor:
         with torch.no_grad():
-            m = torch.sigmoid(self.beta * self.s)
+            self.soft = m = torch.sigmoid(self.beta * self.s)
         return MaskedWeight.apply(weight, self.s, m, self)
 
     def mask_grad(self, grad_m: Tensor, m: Tensor) -> Tensor:
+        scale, self.penalty_scale = self.penalty_scale, None
+        if scale is not None:  # the penalty lambda / n * sum(m) adds lambda / n to every dL/dm
+            grad_m.add_(scale)
         dm_ds = torch.ops.aten.sigmoid_backward.grad_input(grad_m, m, grad_input=grad_m)  # m (1 - m), in place
         return dm_ds.mul_(self.beta)
 
@@ -113,10 +118,18 @@ class ContinuousSparsification(TargetControlled, Pruner):
         t = min(1.0, (step - rnd * self.steps_per_round) / self.steps_per_round)
         return self.hp.beta_final ** t
 
+    @torch.no_grad()
     def penalty(self) -> Tensor:
-        """lambda * mean soft-mask value."""
-        total = sum(torch.sigmoid(m.beta * m.s).sum() for m in self._masks)
-        return self.control.lam * total / self._n
+        """lambda * mean soft-mask value. Its gradient is added by each mask's `mask_grad` in the backward
+        that follows (lambda / n on every dL/dm), so the value returned has no graph; it reuses the soft
+        masks of the search forward just made (`Pruner.loss` calls the model first)."""
+        scale = self.control.lam / self._n
+        total = 0.0
+        for m in self._masks:
+            m.penalty_scale = scale
+            soft, m.soft = m.soft, None
+            total = total + (soft if soft is not None else torch.sigmoid(m.beta * m.s)).sum()
+        return scale * total
 
     @torch.no_grad()
     def density(self) -> Tensor:
