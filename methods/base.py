@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal
@@ -105,7 +104,8 @@ class Mask(nn.Module):
         return weight * self._broadcast(self.search_mask()).to(weight.dtype)
 
     def mask_grad(self, grad_m: Tensor, m: Tensor) -> Tensor:
-        """dL/d(mask parameter) from dL/dm, for a mask `m` built by `MaskedWeight` (may work in place)."""
+        """dL/d(mask parameter) from dL/dm, for a mask `m` built by `MaskedWeight` (may work in place),
+        plus the gradient of any penalty armed by `Pruner.penalty` since the last backward."""
         raise NotImplementedError
 
 
@@ -381,7 +381,9 @@ class Pruner(ABC):
         return {}
 
     def penalty(self) -> Tensor:
-        """Regulariser added to the loss; zero for methods without one."""
+        """Regulariser added to the loss; zero for methods without one. A method may return the value
+        alone and add the gradient in its masks' `mask_grad` (as CRBG and CS do): `loss` calls the model
+        first, then this, and the backward that follows carries the penalty's gradient."""
         return torch.zeros((), device=self.device)
 
     def on_step(self, step: int) -> None:
