@@ -60,7 +60,8 @@ def make_parser() -> argparse.ArgumentParser:
                           "(default: --epochs)")
     run.add_argument("--sanity", action="store_true", default=None,
                      help="add sanity-check cells for every mask: random (same layer sparsities), shuffle "
-                          "(within each unit), reinit (same mask, new weights)")
+                          "(within each unit), reinit (same mask, new weights); checks resume from their "
+                          "parent's finished search instead of repeating it")
     run.add_argument("--batch-size", dest="batch_size", type=int, help="batch size (default 128)")
     run.add_argument("--amp", action="store_true", default=None,
                      help="bf16 autocast in training steps (part of the cell's identity; evaluation in fp32)")

@@ -33,6 +33,7 @@ class Job:
     checkpoints: str | None = None  # folder for per-epoch cell checkpoints (shared storage on a cluster)
     running: str | None = None  # folder of running-cell markers, updated every epoch (progress)
     compile: bool = False
+    share_search: bool = False  # parents publish their end-of-search state for their sanity checks
 
 
 @lru_cache(maxsize=4)
@@ -49,7 +50,7 @@ def run_job(cell: Cell, job: Job) -> CellResult:
     load_plugins()  # a worker process registers the user's methods, models and datasets too
     splits = dataset(cell.dataset, job.data_root, job.download, cell.val_size)
     return run_cell(cell, splits, resolve_device(job.device), job.progress, job.checkpoints, job.running,
-                    job.compile)
+                    job.compile, job.share_search)
 
 
 Started = Callable[[Cell], None]  # told when a cell is handed to a worker (running markers)

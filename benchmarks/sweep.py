@@ -20,7 +20,7 @@ from benchmarks.data import Splits
 from benchmarks.errors import UserError
 from benchmarks.results import CURVES, LAYERS, RUNS, append_rows, cell_status, prepare_out, purge_orphans, save_masks
 from benchmarks.spec import Cell, SweepSpec
-from benchmarks.trainer import Recipe, Speed, resolve_device, train
+from benchmarks.trainer import Checkpoint, Recipe, Speed, resolve_device, train
 from benchmarks.zoo import MODELS, build_model
 from methods import Pruner, get_method
 
@@ -59,12 +59,28 @@ def checkpoint_path(checkpoints: str | Path | None, cell: Cell) -> Path | None:
     return Path(checkpoints) / f"{cell.id}.pt" if checkpoints else None
 
 
+def search_snapshot(checkpoints: str | Path | None, cell: Cell) -> Path | None:
+    """Where a cell publishes its checkpoint at the end of its search, for its sanity checks to resume from."""
+    return Path(checkpoints) / f"{cell.id}.search.pt" if checkpoints else None
+
+
+def sanity_parent(cell: Cell) -> Cell:
+    """The cell whose mask a sanity check ablates: the same cell without the ablation."""
+    return dataclasses.replace(cell, sanity="none")
+
+
 def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = True,
              checkpoints: str | Path | None = None, running: str | Path | None = None,
-             compile: bool = False) -> CellResult:
+             compile: bool = False, share_search: bool = False) -> CellResult:
     """Run one cell and turn its outcome into rows. A failure inside the cell becomes a failed row.
     With a `checkpoints` folder the cell saves its state every epoch there and resumes from it; with a
-    `running` folder it writes its progress to its marker there every epoch."""
+    `running` folder it writes its progress to its marker there every epoch.
+
+    Sanity checks differ from their parent cell only after the search, so with `share_search` a parent
+    publishes its end-of-search checkpoint (`search_snapshot`) and a sanity cell that finds it resumes from
+    there instead of searching again: the same state, hence the same result, as its own search would
+    give (row column ``search_from``: the parent's id). Without it (parent still running, another disk)
+    the sanity cell runs its own search."""
     start = time.time()
     base = {"cell": cell.id, "method": cell.method, "granularity": cell.granularity, "regime": cell.regime,
             "sanity": cell.sanity, "arch": cell.arch, "dataset": cell.dataset, "target_sparsity": cell.target_sparsity}
@@ -82,10 +98,14 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
                 except OSError:
                     pass
 
+        own = checkpoint_path(checkpoints, cell)
+        if cell.sanity != "none" and own is not None and not own.exists():
+            Checkpoint(search_snapshot(checkpoints, sanity_parent(cell))).copy_to(own)
+        share = search_snapshot(checkpoints, cell) if share_search and cell.sanity == "none" else None
         result = train(pruner, splits, cell.epochs, cell.batch_size, device, cell.seed, progress,
                        on_epoch=report_epoch, train_epochs=cell.train_epochs, sanity=cell.sanity,
-                       checkpoint=checkpoint_path(checkpoints, cell), recipe=recipe,
-                       speed=Speed(amp=cell.amp, compile=compile))
+                       checkpoint=own, recipe=recipe, speed=Speed(amp=cell.amp, compile=compile),
+                       share_search=share)
     except Exception as e:  # any failure inside a cell (NaN, CUDA OOM, a bug in a method) is a failed row
         run = {**base, "seed": cell.seed, "epochs": cell.epochs, "batch_size": cell.batch_size,
                "wall_s": round(time.time() - start, 2), **versions(device), "status": "failed",
@@ -100,7 +120,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
         "test_acc": result.test_acc, "val_acc": result.val_acc,
         "prunable_weights": report.weights, "kept_weights": report.kept,
         "layer_collapse": len(report.collapsed), "collapsed_layers": ";".join(report.collapsed),
-        "search_epochs": result.search_epochs, "search_s": result.search_s,
+        "search_epochs": result.search_epochs, "search_s": result.search_s, "search_from": result.search_from,
         "train_epochs": result.train_epochs, "train_s": result.train_s,
         **({f"train_{k}": v for k, v in dataclasses.asdict(recipe).items()} if result.train_epochs else {}),
         "weight_init": pruner.weight_init, "exclude": ";".join(cell.exclude), "val_size": cell.val_size,
@@ -198,8 +218,11 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
     for cell in todo:  # a recomputed cell starts afresh; an interrupted one resumes from its checkpoint
         if cell.id in status:
             checkpoint_path(checkpoints, cell).unlink(missing_ok=True)
+            search_snapshot(checkpoints, cell).unlink(missing_ok=True)
+    snapshots = SnapshotKeeper(checkpoints, cells, status)
     job = executors.Job(spec.data_root, spec.device, download, progress=progress and workers == 1,
-                        checkpoints=str(checkpoints), running=str(out / RUNNING), compile=spec.compile)
+                        checkpoints=str(checkpoints), running=str(out / RUNNING), compile=spec.compile,
+                        share_search=spec.sanity)
     if executor == "local":  # missing data fails here, before any work (a Ray cluster has its own disks)
         for name in dict.fromkeys(c.dataset for c in todo):
             executors.dataset(name, spec.data_root, download, spec.val_size)
@@ -231,6 +254,7 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
         write_cell(out, result, replace=cell.id in status)
         mark_running(out, cell, False)
         checkpoint_path(checkpoints, cell).unlink(missing_ok=True)
+        snapshots.finished(cell)
         rows.append(result.run)
         bar.update()
         r = result.run
@@ -243,6 +267,27 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
     bar.close()
     cell_bars.close()
     return out, rows
+
+
+class SnapshotKeeper:
+    """Deletes a parent's end-of-search snapshot once every sanity check of it has a row (a killed sweep
+    keeps it, so the checks resume from it)."""
+
+    def __init__(self, checkpoints: Path, cells: list[Cell], status: dict[str, str]) -> None:
+        self.checkpoints = checkpoints
+        self.parents = {c.id: sanity_parent(c) for c in cells if c.sanity != "none"}
+        self.pending = {c.id for c in cells if c.sanity != "none" and c.id not in status}
+        for parent in {p.id: p for p in self.parents.values()}.values():
+            self._release(parent)
+
+    def finished(self, cell: Cell) -> None:
+        self.pending.discard(cell.id)
+        parent = self.parents.get(cell.id, cell)
+        self._release(parent)
+
+    def _release(self, parent: Cell) -> None:
+        if not any(self.parents[c].id == parent.id for c in self.pending):
+            search_snapshot(self.checkpoints, parent).unlink(missing_ok=True)
 
 
 class RunningBars:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,7 @@ class TrainResult:
     search_s: float = 0.0
     train_epochs: int = 0
     train_s: float = 0.0
+    search_from: str = ""  # the cell whose search this cell resumed from (a sanity check's parent), if not itself
 
 
 @torch.no_grad()
@@ -144,6 +146,14 @@ class Checkpoint:
         torch.save(state, tmp)
         os.replace(tmp, self.path)
 
+    def copy_to(self, dest: Path) -> None:
+        """Publish the current checkpoint at `dest` (atomically), for another cell to resume from."""
+        if self.path is None or not self.path.exists():
+            return
+        tmp = dest.with_suffix(".tmp")
+        shutil.copyfile(self.path, tmp)
+        os.replace(tmp, dest)
+
 
 class CellRun:
     """The phases of one cell over one dataset with one shuffling stream."""
@@ -167,6 +177,9 @@ class CellRun:
         self.elapsed = {"search": 0.0, "train": 0.0}  # wall seconds per phase, carried across resumes
         self.ckpt = Checkpoint(checkpoint)
         self.resume = self.ckpt.load()  # read once: the state a killed run left, or None
+        self.cell_id = checkpoint.stem if checkpoint is not None else ""  # checkpoints are named by cell id
+        # whose search this cell's state comes from: its own, or a cell it resumed from (`train`'s share_search)
+        self.search_origin = self.resume.get("search_origin", self.cell_id) if self.resume else self.cell_id
         self.steps_per_epoch = math.ceil(len(splits.train) / batch_size)
 
     def epoch_batches(self, augment: bool, shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -192,7 +205,7 @@ class CellRun:
                 "pruner": self.pruner.extra_state(), "rewind": self.pruner.rewind_state(),
                 "rng": torch.get_rng_state(), "shuffle": self.shuffle.get_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
-                "curves": self.curves, "elapsed": self.elapsed}
+                "curves": self.curves, "elapsed": self.elapsed, "search_origin": self.search_origin}
 
     def _restore(self, state: dict[str, Any], opt: torch.optim.Optimizer, sched: Any) -> None:
         for name, _, mask in self.pruner.mask_modules():
@@ -283,11 +296,14 @@ class CellRun:
 def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: torch.device, seed: int,
           progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None,
           test: bool = True, train_epochs: int | None = None, sanity: str = "none",
-          checkpoint: Path | None = None, recipe: Recipe = Recipe(), speed: Speed = Speed()) -> TrainResult:
+          checkpoint: Path | None = None, recipe: Recipe = Recipe(), speed: Speed = Speed(),
+          share_search: Path | None = None) -> TrainResult:
     """Run a cell. Search the mask for `epochs` epochs (methods with a search loop), fix it
     (`pruner.finalize`), apply a `sanity` ablation, then in the weak regime (and for `dense` always) train
     the surviving weights from `pruner.rewind_state()` for `train_epochs` (default `epochs`), and evaluate.
-    `on_epoch` sees each epoch's metrics; `test=False` never touches the test set."""
+    `on_epoch` sees each epoch's metrics; `test=False` never touches the test set. With `share_search`
+    (and a `checkpoint`), the checkpoint at the end of the search is also published there, for cells that
+    differ only after the search (sanity checks) to resume from."""
     run = CellRun(pruner, splits, batch_size, device, seed, progress, on_epoch, checkpoint, recipe, speed)
     state = run.resume
     if state is None:
@@ -296,6 +312,8 @@ def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: 
         run.elapsed["search"] += time.time() - t0
     if pruner.searches and (state is None or state["phase"] == "search"):
         run.search(epochs)
+        if share_search is not None:
+            run.ckpt.copy_to(share_search)
     if state is None or state["phase"] == "search":
         pruner.finalize()
         ablate(pruner, sanity, seed)
@@ -312,4 +330,5 @@ def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: 
                        curves=run.curves, bn_recalibrated=recalibrated,
                        search_epochs=pruner.extra_epochs + (epochs if pruner.searches else 0),
                        search_s=round(run.elapsed["search"], 2), train_epochs=n_train,
-                       train_s=round(run.elapsed["train"], 2))
+                       train_s=round(run.elapsed["train"], 2),
+                       search_from="" if run.search_origin == run.cell_id else run.search_origin)

@@ -1,13 +1,16 @@
 """A cell killed mid-run resumes from its last per-epoch checkpoint and ends exactly as an uninterrupted
-run (same masks, same accuracy, same curves): in the search phase and in weak-regime training."""
+run (same masks, same accuracy, same curves): in the search phase and in weak-regime training. Sanity
+checks resume from their parent's search the same way."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
 
 from benchmarks.spec import Cell
-from benchmarks.sweep import build_pruner
+from benchmarks.sweep import build_pruner, run_cell, search_snapshot
 from benchmarks.trainer import train
 from tests.conftest import tiny_splits
 
@@ -47,3 +50,25 @@ def test_killed_cell_resumes_to_the_same_result(tmp_path, method, regime, kill):
     assert all(torch.equal(masks[k], full_masks[k]) for k in masks)
     assert resumed.curves == full.curves
     assert (resumed.search_epochs, resumed.train_epochs) == (full.search_epochs, full.train_epochs)
+
+
+@pytest.mark.parametrize("method,regime", [("crbg", "strong"), ("cts", "weak")])
+def test_sanity_checks_resume_from_their_parents_search_with_the_same_result(tmp_path, method, regime):
+    """A sanity check resumes from the end-of-search state its parent published instead of searching
+    again, and ends exactly as it does after its own search (CTS weak: pre-training, search, training)."""
+    splits = tiny_splits(n=128)
+    parent = Cell(method=method, arch="lenet300", dataset="tiny", target_sparsity=0.8, seed=0, regime=regime,
+                  epochs=2, batch_size=32, train_epochs=1 if regime == "weak" else 0)
+    ckpts = tmp_path / "checkpoints"
+    assert run_cell(parent, splits, CPU, False, ckpts, share_search=True).run["search_from"] == ""
+    assert search_snapshot(ckpts, parent).exists()
+    for variant in ("random", "shuffle", "reinit"):
+        cell = dataclasses.replace(parent, sanity=variant)
+        shared = run_cell(cell, splits, CPU, False, ckpts)
+        own = run_cell(cell, splits, CPU, False, None)
+        assert shared.run["status"] == own.run["status"] == "ok"
+        assert (shared.run["search_from"], own.run["search_from"]) == (parent.id, "")
+        for key in ("val_acc", "test_acc", "sparsity", "search_epochs", "train_epochs"):
+            assert shared.run[key] == own.run[key], key
+        assert shared.curves == own.curves
+        assert all(torch.equal(shared.masks[k], own.masks[k]) for k in own.masks)

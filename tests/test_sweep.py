@@ -158,3 +158,15 @@ def test_running_cells_report_their_epoch(tmp_path, capsys):
     bars.refresh()
     assert [(b.n, b.total) for b in bars.bars.values()] == [(3, 10)]
     bars.close()
+
+
+def test_sanity_cells_reuse_the_parents_search_and_the_snapshot_is_removed(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(SYNTH + ["--methods", "crbg,snip", "--sparsity", "0.8", "--sanity", "--out", str(out)]) == 0
+    runs = pd.read_csv(out / "runs.csv", keep_default_na=False).set_index("cell")
+    parent = runs[(runs.method == "crbg") & (runs.sanity == "none")]
+    checks = runs[(runs.method == "crbg") & (runs.sanity != "none")]
+    assert len(parent) == 1 and len(checks) == 3
+    assert (parent.search_from == "").all() and (checks.search_from == parent.index[0]).all()
+    assert (runs[runs.method == "snip"].search_from == "").all()  # no search loop: nothing to share
+    assert not list((out / "checkpoints").glob("*.search.pt"))
