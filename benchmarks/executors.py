@@ -17,7 +17,7 @@ import torch
 from benchmarks.data import Splits, data_root, load_dataset
 from benchmarks.errors import UserError
 from benchmarks.spec import Cell
-from benchmarks.sweep import CellResult, run_cell
+from benchmarks.sweep import CellResult, run_cell, sanity_parent
 
 EXECUTORS = ("local", "ray")
 
@@ -58,6 +58,21 @@ Finished = Iterator["tuple[Cell, CellResult] | None"]  # None: nothing finished 
 TICK = 1.0
 
 
+def hold_sanity_checks(cells: list[Cell], job: Job) -> tuple[list[Cell], dict[str, list[Cell]]]:
+    """The cells to start now, and the sanity checks held back until their parent in this batch finishes
+    (it publishes its search for them, `run_cell`), keyed by the parent's id. Cells keep their order."""
+    ids = {c.id for c in cells}
+    held: dict[str, list[Cell]] = {}
+    now = []
+    for cell in cells:
+        parent = sanity_parent(cell).id
+        if job.share_search and cell.sanity != "none" and parent in ids:
+            held.setdefault(parent, []).append(cell)
+        else:
+            now.append(cell)
+    return now, held
+
+
 def run_sequential(cells: list[Cell], job: Job, started: Started) -> Finished:
     for cell in cells:
         started(cell)
@@ -90,16 +105,24 @@ def run_pool(cells: list[Cell], job: Job, started: Started, workers: int) -> Fin
         for i in range(workers):
             gpus.put(i % torch.cuda.device_count())
     threads = max(1, (os.cpu_count() or 1) // workers)
+    now, held = hold_sanity_checks(cells, job)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, gpus)) as pool:
-        pending = {pool.submit(_pool_job, cell, job): cell for cell in cells}
-        for cell in cells:
-            started(cell)
+        pending = {}
+
+        def submit(batch: list[Cell]) -> None:
+            for cell in batch:
+                pending[pool.submit(_pool_job, cell, job)] = cell
+                started(cell)
+
+        submit(now)
         while pending:
             done, _ = wait(pending, timeout=TICK, return_when=FIRST_COMPLETED)
             if not done:
                 yield None
             for future in done:
-                yield pending.pop(future), future.result()
+                cell = pending.pop(future)
+                submit(held.pop(cell.id, []))
+                yield cell, future.result()
 
 
 def run_ray(cells: list[Cell], job: Job, started: Started, address: str | None,
@@ -119,12 +142,20 @@ def run_ray(cells: list[Cell], job: Job, started: Started, address: str | None,
                             f"{str(e).splitlines()[0]}") from None
     gpus = 1 if job.device in ("auto", "cuda") and ray.cluster_resources().get("GPU", 0) > 0 else 0
     remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=retries)(run_job)
-    pending = {remote.remote(cell, job): cell for cell in cells}
-    for cell in cells:
-        started(cell)
+    now, held = hold_sanity_checks(cells, job)
+    pending = {}
+
+    def submit(batch: list[Cell]) -> None:
+        for cell in batch:
+            pending[remote.remote(cell, job)] = cell
+            started(cell)
+
+    submit(now)
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1, timeout=TICK)
         if not done:
             yield None
         for ref in done:
-            yield pending.pop(ref), ray.get(ref)
+            cell = pending.pop(ref)
+            submit(held.pop(cell.id, []))
+            yield cell, ray.get(ref)

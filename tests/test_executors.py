@@ -1,5 +1,5 @@
 """Parallel executors give the same rows as the sequential run: local worker processes and a real local
-Ray cluster (on loopback)."""
+Ray cluster (on loopback). Sanity checks wait for their parent and resume from its search there too."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ import pytest
 from benchmarks.cli import main
 
 SWEEP = ["run", "--methods", "crbg,edgepopup", "--arch", "lenet300", "--dataset", "synthetic",
-         "--sparsity", "0.5,0.9", "--epochs", "2", "--batch-size", "64", "--no-progress"]
+         "--sparsity", "0.5,0.9", "--epochs", "2", "--batch-size", "64", "--sanity", "--no-progress"]
 
 
 def rows(out) -> pd.DataFrame:
-    df = pd.read_csv(out / "runs.csv").set_index("cell").sort_index()
-    assert (df.status == "ok").all()
-    return df[["method", "target_sparsity", "sparsity", "val_acc", "test_acc"]]
+    df = pd.read_csv(out / "runs.csv", keep_default_na=False).set_index("cell").sort_index()
+    assert (df.status == "ok").all() and len(df) == 16
+    checks = df[df.sanity != "none"]
+    parents = df[df.sanity == "none"].reset_index().set_index(["method", "target_sparsity"]).cell
+    assert (checks.search_from == [parents[m, t] for m, t in zip(checks.method, checks.target_sparsity)]).all()
+    return df[["method", "sanity", "target_sparsity", "sparsity", "val_acc", "test_acc", "search_from"]]
 
 
 @pytest.fixture(scope="module")
