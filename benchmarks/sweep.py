@@ -274,20 +274,27 @@ class SnapshotKeeper:
     keeps it, so the checks resume from it)."""
 
     def __init__(self, checkpoints: Path, cells: list[Cell], status: dict[str, str]) -> None:
-        self.checkpoints = checkpoints
-        self.parents = {c.id: sanity_parent(c) for c in cells if c.sanity != "none"}
-        self.pending = {c.id for c in cells if c.sanity != "none" and c.id not in status}
-        for parent in {p.id: p for p in self.parents.values()}.values():
-            self._release(parent)
+        self.parent_of: dict[str, str] = {}  # check id -> parent id
+        self.waiting: dict[str, set[str]] = {}  # parent id -> its checks without a row yet
+        self.snapshot: dict[str, Path] = {}  # parent id -> its snapshot file
+        for cell in cells:
+            if cell.sanity == "none":
+                continue
+            parent = sanity_parent(cell)
+            self.parent_of[cell.id] = parent.id
+            self.snapshot[parent.id] = search_snapshot(checkpoints, parent)
+            self.waiting.setdefault(parent.id, set()).update([cell.id] if cell.id not in status else [])
+        for parent_id in self.waiting:
+            self._release(parent_id)
 
     def finished(self, cell: Cell) -> None:
-        self.pending.discard(cell.id)
-        parent = self.parents.get(cell.id, cell)
-        self._release(parent)
+        parent_id = self.parent_of.get(cell.id, cell.id)
+        self.waiting.get(parent_id, set()).discard(cell.id)
+        self._release(parent_id)
 
-    def _release(self, parent: Cell) -> None:
-        if not any(self.parents[c].id == parent.id for c in self.pending):
-            search_snapshot(self.checkpoints, parent).unlink(missing_ok=True)
+    def _release(self, parent_id: str) -> None:
+        if parent_id in self.waiting and not self.waiting[parent_id]:
+            self.snapshot[parent_id].unlink(missing_ok=True)
 
 
 class RunningBars:

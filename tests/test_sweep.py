@@ -170,3 +170,23 @@ def test_sanity_cells_reuse_the_parents_search_and_the_snapshot_is_removed(tmp_p
     assert (parent.search_from == "").all() and (checks.search_from == parent.index[0]).all()
     assert (runs[runs.method == "snip"].search_from == "").all()  # no search loop: nothing to share
     assert not list((out / "checkpoints").glob("*.search.pt"))
+
+
+def test_snapshot_is_kept_while_a_check_has_no_row(tmp_path):
+    """A parent's end-of-search snapshot outlives a killed sweep while any of its checks lacks a row."""
+    from benchmarks.sweep import SnapshotKeeper, search_snapshot
+
+    parent = Cell(method="crbg", arch="lenet300", dataset="synthetic", target_sparsity=0.9, seed=0)
+    checks = [dataclasses.replace(parent, sanity=v) for v in ("random", "shuffle", "reinit")]
+    snapshot = search_snapshot(tmp_path, parent)
+    snapshot.write_bytes(b"state")
+    keeper = SnapshotKeeper(tmp_path, [parent, *checks], {parent.id: "ok", checks[0].id: "ok"})
+    keeper.finished(checks[1])
+    assert snapshot.exists()  # the sweep is killed here: the last check resumes from it next time
+    keeper = SnapshotKeeper(tmp_path, [parent, *checks], {parent.id: "ok", checks[0].id: "ok", checks[1].id: "ok"})
+    assert snapshot.exists()
+    keeper.finished(checks[2])
+    assert not snapshot.exists()
+    snapshot.write_bytes(b"state")  # every check already has a row: nothing will read it
+    SnapshotKeeper(tmp_path, [parent, *checks], {c.id: "ok" for c in [parent, *checks]})
+    assert not snapshot.exists()
