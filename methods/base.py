@@ -78,6 +78,7 @@ class Mask(nn.Module):
     def current_mask(self) -> Tensor:
         return self.final if self.final is not None else self.binary_mask()
 
+    @torch.compiler.disable  # eager under torch.compile: `mask_grad` reads per-step state (armed penalties)
     def forward(self, weight: Tensor) -> Tensor:
         if self.bypass:
             return weight

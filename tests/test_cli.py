@@ -207,3 +207,12 @@ def test_weak_regime_sanity_and_amp_rows(tmp_path, capsys):
     assert (df[df.method == "snip"].search_epochs == 0).all() and (df.train_s > 0).all()
     assert {"layer_collapse", "search_s", "train_lr", "weight_init"} <= set(df.columns)
     assert set(pd.read_csv(out / "curves.csv").phase) == {"train"}
+
+
+def test_compile_runs_a_search_cell_end_to_end(tmp_path, capsys):
+    """`--compile` (torch.compile of the training forward) runs a search cell to a finished row."""
+    out = tmp_path / "compiled"
+    run_ok(["run", "--methods", "crbg", "--arch", "conv2", "--dataset", "synthetic", "--sparsity", "0.8",
+            "--epochs", "1", "--batch-size", "64", "--compile", "--no-progress", "--out", str(out)], capsys)
+    (row,) = read(out / "runs.csv")
+    assert row["status"] == "ok" and row["compile"] == "True" and abs(float(row["sparsity"]) - 0.8) < 1e-3
