@@ -10,7 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 import multiprocessing as mp
 from functools import lru_cache
-from typing import Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 import torch
 
@@ -65,12 +65,35 @@ def hold_sanity_checks(cells: list[Cell], job: Job) -> tuple[list[Cell], dict[st
     held: dict[str, list[Cell]] = {}
     now = []
     for cell in cells:
-        parent = sanity_parent(cell).id
-        if job.share_search and cell.sanity != "none" and parent in ids:
+        parent = sanity_parent(cell).id if job.share_search and cell.sanity != "none" else None
+        if parent in ids:
             held.setdefault(parent, []).append(cell)
         else:
             now.append(cell)
     return now, held
+
+
+def dispatch(cells: list[Cell], job: Job, started: Started, submit: Callable[[Cell], Any],
+             wait_done: Callable[[list[Any]], Collection[Any]], result: Callable[[Any], CellResult]) -> Finished:
+    """Hand cells to an engine (`submit` returns a handle, `wait_done` the handles finished within a
+    tick, `result` a handle's result), sanity checks only once their parent has finished."""
+    now, held = hold_sanity_checks(cells, job)
+    pending: dict[Any, Cell] = {}
+
+    def start(batch: list[Cell]) -> None:
+        for cell in batch:
+            pending[submit(cell)] = cell
+            started(cell)
+
+    start(now)
+    while pending:
+        done = wait_done(list(pending))
+        if not done:
+            yield None
+        for handle in done:
+            cell = pending.pop(handle)
+            start(held.pop(cell.id, []))
+            yield cell, result(handle)
 
 
 def run_sequential(cells: list[Cell], job: Job, started: Started) -> Finished:
@@ -105,24 +128,10 @@ def run_pool(cells: list[Cell], job: Job, started: Started, workers: int) -> Fin
         for i in range(workers):
             gpus.put(i % torch.cuda.device_count())
     threads = max(1, (os.cpu_count() or 1) // workers)
-    now, held = hold_sanity_checks(cells, job)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, gpus)) as pool:
-        pending = {}
-
-        def submit(batch: list[Cell]) -> None:
-            for cell in batch:
-                pending[pool.submit(_pool_job, cell, job)] = cell
-                started(cell)
-
-        submit(now)
-        while pending:
-            done, _ = wait(pending, timeout=TICK, return_when=FIRST_COMPLETED)
-            if not done:
-                yield None
-            for future in done:
-                cell = pending.pop(future)
-                submit(held.pop(cell.id, []))
-                yield cell, future.result()
+        yield from dispatch(cells, job, started, lambda cell: pool.submit(_pool_job, cell, job),
+                            lambda futures: wait(futures, timeout=TICK, return_when=FIRST_COMPLETED)[0],
+                            lambda future: future.result())
 
 
 def run_ray(cells: list[Cell], job: Job, started: Started, address: str | None,
@@ -142,20 +151,5 @@ def run_ray(cells: list[Cell], job: Job, started: Started, address: str | None,
                             f"{str(e).splitlines()[0]}") from None
     gpus = 1 if job.device in ("auto", "cuda") and ray.cluster_resources().get("GPU", 0) > 0 else 0
     remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=retries)(run_job)
-    now, held = hold_sanity_checks(cells, job)
-    pending = {}
-
-    def submit(batch: list[Cell]) -> None:
-        for cell in batch:
-            pending[remote.remote(cell, job)] = cell
-            started(cell)
-
-    submit(now)
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1, timeout=TICK)
-        if not done:
-            yield None
-        for ref in done:
-            cell = pending.pop(ref)
-            submit(held.pop(cell.id, []))
-            yield cell, ray.get(ref)
+    yield from dispatch(cells, job, started, lambda cell: remote.remote(cell, job),
+                        lambda refs: ray.wait(refs, num_returns=1, timeout=TICK)[0], ray.get)

@@ -283,7 +283,9 @@ class SnapshotKeeper:
             parent = sanity_parent(cell)
             self.parent_of[cell.id] = parent.id
             self.snapshot[parent.id] = search_snapshot(checkpoints, parent)
-            self.waiting.setdefault(parent.id, set()).update([cell.id] if cell.id not in status else [])
+            waiting = self.waiting.setdefault(parent.id, set())
+            if cell.id not in status:
+                waiting.add(cell.id)
         for parent_id in self.waiting:
             self._release(parent_id)
 
