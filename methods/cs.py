@@ -62,7 +62,7 @@ class CSMask(Mask):
 
     def search_forward(self, weight: Tensor) -> Tensor:
         with torch.no_grad():
-            self.soft = m = torch.sigmoid(self.beta * self.s)
+            self.soft = m = self.search_mask()
         return MaskedWeight.apply(weight, self.s, m, self)
 
     def mask_grad(self, grad_m: Tensor, m: Tensor) -> Tensor:
@@ -128,7 +128,7 @@ class ContinuousSparsification(TargetControlled, Pruner):
         for m in self._masks:
             m.penalty_scale = scale
             soft, m.soft = m.soft, None
-            total = total + (soft if soft is not None else torch.sigmoid(m.beta * m.s)).sum()
+            total = total + (soft if soft is not None else m.search_mask()).sum()
         return scale * total
 
     @torch.no_grad()
