@@ -12,7 +12,8 @@ row's extra info carries ``dense_ms`` and ``ratio_to_dense``, and a table of rat
 Memory: each row also records the training state (parameters, gradients, optimiser state) in MB and its
 ratio to the dense step's, and on CUDA the step's peak allocated memory (activations included).
 One-shot baselines (random, magnitude, SNIP, GraSP, SynFlow) have no search step and are not timed.
-`PERF_AMP=1` runs every step under bf16 autocast; `PERF_ARCHS=lenet300,conv4` narrows the architectures.
+`PERF_AMP=1` runs every step under bf16 autocast; `PERF_ARCHS=lenet300,conv4` narrows the architectures;
+`PERF_BATCHES=32,128,512` sets the batch sizes (default 128).
 """
 
 from __future__ import annotations
@@ -31,8 +32,20 @@ from benchmarks.zoo import build_model
 from methods import METHODS, get_method
 
 ARCHS = {"lenet300": (1, 28, 28), "conv4": (3, 32, 32), "resnet18": (3, 32, 32)}
-SELECTED = os.environ.get("PERF_ARCHS", ",".join(ARCHS)).split(",")
-BATCHES = (128,)
+
+
+def env_list(name: str, default: str, allowed: tuple[str, ...] | None = None) -> list[str]:
+    """A comma-separated environment variable; an unknown entry is an error that names it."""
+    values = [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
+    bad = [v for v in values if (v not in allowed if allowed else not v.isdigit() or int(v) < 1)]
+    if bad or not values:
+        raise ValueError(f"{name}: unknown or invalid entries {bad or values!r}; "
+                         f"expected {', '.join(allowed) if allowed else 'positive batch sizes'}")
+    return values
+
+
+SELECTED = env_list("PERF_ARCHS", ",".join(ARCHS), tuple(ARCHS))
+BATCHES = tuple(int(b) for b in env_list("PERF_BATCHES", "128"))
 SPARSITY = 0.9
 DEVICE = resolve_device("auto")
 AMP = os.environ.get("PERF_AMP") == "1"
