@@ -69,12 +69,11 @@ class TrainResult:
 def evaluate(model: nn.Module, splits: Splits, which: str, batch_size: int, device: torch.device) -> float:
     """Top-1 accuracy (%) on split `which`, in eval mode, i.e. with the binary masks."""
     model.eval()
-    correct = total = 0
+    correct, total = torch.zeros((), dtype=torch.long, device=device), 0
     for xb, yb in batches(getattr(splits, which), 4 * batch_size, device):
-        pred = model(splits.transform(xb)).argmax(1)
-        correct += int((pred == yb).sum())
+        correct += (model(splits.transform(xb)).argmax(1) == yb).sum()  # counted on the device, read once
         total += len(yb)
-    return 100.0 * correct / max(1, total)
+    return 100.0 * int(correct) / max(1, total)
 
 
 @torch.no_grad()

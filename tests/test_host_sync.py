@@ -1,0 +1,92 @@
+"""No host-device synchronisation inside a step, checked on the CPU.
+
+On CUDA a value read back to the host (``.item()``, ``float(t)``, ``if t:``) or an op whose output size
+depends on the data (``nonzero``, boolean indexing) waits for every queued kernel. `tests/test_cuda.py`
+checks this with the CUDA sync debugger where there is a GPU; here the same calls are caught as aten ops
+by a dispatch mode, so every machine checks it. Edge-Popup's band around last step's threshold is a
+CPU-only path (it counts on the host); it is switched off here, as it is on CUDA.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.data import TensorDataset
+
+from benchmarks.data import Splits, crop_flip, normalizer
+from benchmarks.trainer import Recipe, search_step, train
+from benchmarks.zoo import build_model
+from methods import METHODS, get_method
+from methods.edgepopup import BandedThreshold
+
+SEARCHING = sorted(name for name, cls in METHODS.items() if cls.searches)
+HOST_READS = {"aten::_local_scalar_dense", "aten::is_nonzero", "aten::nonzero", "aten::nonzero_static",
+              "aten::masked_select", "aten::_unique2", "aten::unique_dim", "aten::unique_consecutive",
+              "aten::repeat_interleave"}
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the aten ops that would make the host wait for the device on CUDA."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name in HOST_READS:
+            self.seen[func._schema.name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture(autouse=True)
+def gpu_selection(monkeypatch):
+    monkeypatch.setattr(BandedThreshold, "banded", staticmethod(lambda x: False))
+
+
+@pytest.mark.parametrize("amp", [False, True])
+@pytest.mark.parametrize("arch,shape", [("lenet300", (1, 28, 28)), ("conv2", (3, 32, 32))])
+@pytest.mark.parametrize("method", SEARCHING)
+def test_search_step_reads_nothing_back(method, arch, shape, amp):
+    torch.manual_seed(0)
+    model = build_model(arch, 10, shape).train()
+    pruner = get_method(method)(model, 0.9)
+    opt, sched = pruner.optimizer(100)
+    x, y = torch.randn(16, *shape), torch.randint(0, 10, (16,))
+    for step in range(2):  # lazy state (optimiser moments) first
+        search_step(model, pruner, opt, sched, nn.CrossEntropyLoss(), x, y, step, amp=amp)
+    with HostReads() as reads:
+        for step in range(2, 5):
+            search_step(model, pruner, opt, sched, nn.CrossEntropyLoss(), x, y, step, amp=amp)
+    assert not reads.seen, f"{method} reads values back to the host inside a step: {dict(reads.seen)}"
+
+
+def cifar_like(n_train: int) -> Splits:
+    """uint8 images, normalised and crop-flip augmented on the device, like CIFAR-10; val and test fixed."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n_train + 64, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (n_train + 64,), generator=g)
+    held = TensorDataset(x[n_train:], y[n_train:])
+    return Splits(TensorDataset(x[:n_train], y[:n_train]), held, held, 10, (3, 32, 32),
+                  transform=normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)), augment=crop_flip)
+
+
+def reads_in_cell(method: str, n_train: int) -> Counter[str]:
+    torch.manual_seed(0)
+    sparsity = 0.0 if method == "dense" else 0.8
+    pruner = get_method(method)(build_model("conv2", 10, (3, 32, 32)), sparsity, regime="weak")
+    with HostReads() as reads:
+        train(pruner, cifar_like(n_train), epochs=1, batch_size=16, device=torch.device("cpu"), seed=0,
+              progress=False, train_epochs=1, recipe=Recipe(lr=0.01))  # random labels: lr 0.1 diverges
+    return reads.seen
+
+
+@pytest.mark.parametrize("method", [*SEARCHING, "dense"])
+def test_a_cell_reads_back_per_epoch_not_per_step(method):
+    """A whole weak-regime cell (pre-training where the method has it, search, weight training, data on
+    the device with augmentation, validation, test): twice the steps, the same host reads."""
+    few, many = reads_in_cell(method, 64), reads_in_cell(method, 128)
+    assert few == many, f"{method}: host reads grow with the number of steps: {dict(few)} vs {dict(many)}"
