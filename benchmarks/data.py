@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -43,6 +43,14 @@ class Splits:
     input_shape: tuple[int, ...]
     transform: Callable[[Tensor], Tensor] = lambda x: x.float()
     augment: Callable[[Tensor], Tensor] | None = None
+
+    def to(self, device: torch.device) -> Splits:
+        """These splits with their tensor datasets held on `device` (copied once, not every epoch); other
+        datasets stay where they are and are read through a DataLoader."""
+        def move(ds: Dataset) -> Dataset:
+            return TensorDataset(*(t.to(device) for t in ds.tensors)) if isinstance(ds, TensorDataset) else ds
+
+        return replace(self, train=move(self.train), val=move(self.val), test=move(self.test))
 
 
 DatasetFn = Callable[..., Splits]
@@ -233,8 +241,8 @@ def synthetic(root: Path, download: bool = False, val_size: float = 0.1, shape: 
 # -- batching ---------------------------------------------------------------------------------------
 def batches(ds: Dataset, batch_size: int, device: torch.device, shuffle: bool = False,
             generator: torch.Generator | None = None, workers: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield (inputs, labels) on `device`. Tensor datasets are moved to the device once and sliced
-    there; other datasets go through a DataLoader with pinned memory and non-blocking copies."""
+    """Yield (inputs, labels) on `device`. Tensor datasets are sliced where they are held (`Splits.to`
+    puts them on the device once; a copy is made here otherwise); other datasets go through a DataLoader with pinned memory and non-blocking copies."""
     if isinstance(ds, TensorDataset):
         x, y = (t.to(device) for t in ds.tensors)
         order = torch.randperm(len(x), generator=generator).to(device) if shuffle else None

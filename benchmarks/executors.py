@@ -42,15 +42,22 @@ def dataset(name: str, root: str | None, download: bool, val_size: float) -> Spl
     return load_dataset(name, data_root(root), download=download, val_size=val_size)
 
 
+@lru_cache(maxsize=4)
+def dataset_on(device: torch.device, name: str, root: str | None, download: bool, val_size: float) -> Splits:
+    """A dataset held on `device` (tensor datasets: MNIST, CIFAR), copied there once per process."""
+    return dataset(name, root, download, val_size).to(device)
+
+
 def run_job(cell: Cell, job: Job) -> CellResult:
-    """Run one cell in this process (datasets are loaded once per process)."""
+    """Run one cell in this process (datasets are loaded, and put on the device, once per process)."""
     from benchmarks.plugins import load_plugins
     from benchmarks.trainer import resolve_device
 
     load_plugins()  # a worker process registers the user's methods, models and datasets too
-    splits = dataset(cell.dataset, job.data_root, job.download, cell.val_size)
-    return run_cell(cell, splits, resolve_device(job.device), job.progress, job.checkpoints, job.running,
-                    job.compile, job.share_search)
+    device = resolve_device(job.device)
+    splits = dataset_on(device, cell.dataset, job.data_root, job.download, cell.val_size)
+    return run_cell(cell, splits, device, job.progress, job.checkpoints, job.running, job.compile,
+                    job.share_search)
 
 
 Started = Callable[[Cell], None]  # told when a cell is handed to a worker (running markers)

@@ -103,7 +103,7 @@ def run_tune(spec: TuneSpec) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     device = resolve_device(spec.device)
-    splits = load_dataset(spec.dataset, data_root(spec.data_root))
+    splits = load_dataset(spec.dataset, data_root(spec.data_root)).to(device)
 
     if spec.objective == "pareto":  # multi-objective studies cannot prune on intermediate values
         pruner, directions = optuna.pruners.NopPruner(), ["maximize", "maximize"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -46,6 +48,25 @@ def test_imagenet_folder(tmp_path):
     assert xb.shape == (4, 3, 224, 224) and yb.shape == (4,)
     with pytest.raises(UserError, match="ImageNet not found"):
         load_dataset("imagenet", tmp_path / "nothing")
+    assert s.to(torch.device("meta")).train is s.train  # folders stay where they are: a DataLoader reads them
+
+
+def test_tensor_splits_are_put_on_the_device_once(monkeypatch):
+    """`Splits.to` moves tensor datasets ("meta" stands in for a GPU here); a worker does it once per dataset."""
+    from benchmarks import executors
+
+    s = load_dataset("synthetic", Path("unused"))
+    moved = s.to(torch.device("meta"))
+    assert all(t.is_meta for ds in (moved.train, moved.val, moved.test) for t in ds.tensors)
+    assert (len(moved.train), moved.num_classes, moved.transform) == (len(s.train), s.num_classes, s.transform)
+    xb, _ = next(batches(moved.train, 8, torch.device("meta")))
+    assert xb.is_meta and xb.shape == (8, *s.input_shape)
+    calls = []
+    monkeypatch.setattr(executors, "dataset", lambda *a: calls.append(a) or s)
+    executors.dataset_on.cache_clear()
+    first = executors.dataset_on(torch.device("meta"), "synthetic", None, False, 0.1)
+    assert executors.dataset_on(torch.device("meta"), "synthetic", None, False, 0.1) is first and len(calls) == 1
+    executors.dataset_on.cache_clear()
 
 
 def test_crop_flip_is_a_padded_crop_maybe_flipped():
