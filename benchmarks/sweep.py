@@ -84,7 +84,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
     start = time.time()
     base = {"cell": cell.id, "method": cell.method, "granularity": cell.granularity, "regime": cell.regime,
             "sanity": cell.sanity, "arch": cell.arch, "dataset": cell.dataset, "target_sparsity": cell.target_sparsity}
-    recipe = Recipe()
+    recipe = Recipe.for_arch(cell.arch)
     try:
         pruner = build_pruner(cell, splits)
         report_epoch = None

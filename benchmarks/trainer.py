@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmarks.data import Splits, batches
+from benchmarks.zoo import TRAIN_LR
 from methods import Pruner
 from methods.base import SearchContext
 from methods.sanity import ablate
@@ -40,6 +41,11 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     schedule: str = "cosine"
+
+    @classmethod
+    def for_arch(cls, arch: str) -> Recipe:
+        """The recipe with the architecture's own learning rate where it needs one (`register_model`)."""
+        return cls(lr=TRAIN_LR.get(arch, cls.lr))
 
 
 @dataclass(frozen=True)

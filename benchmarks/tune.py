@@ -25,7 +25,7 @@ from benchmarks.data import data_root, load_dataset
 from benchmarks.errors import UserError
 from benchmarks.spec import SweepSpec
 from benchmarks.sweep import build_pruner
-from benchmarks.trainer import resolve_device, train
+from benchmarks.trainer import Recipe, resolve_device, train
 from methods import Pruner, get_method
 
 OBJECTIVES = ("constrained", "pareto")
@@ -131,7 +131,7 @@ def run_tune(spec: TuneSpec) -> Path:
 
         start = time.time()
         result = train(pruner_, splits, cell.epochs, cell.batch_size, device, cell.seed, spec.progress,
-                       on_epoch=report, test=False)
+                       on_epoch=report, test=False, recipe=Recipe.for_arch(cell.arch))
         achieved = pruner_.report().sparsity
         trial.set_user_attr("sparsity", achieved)
         constraint = spec.sparsity - achieved - 1e-3  # <= 0: target reached (0.1 % slack)
