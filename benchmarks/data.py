@@ -83,11 +83,16 @@ def split_train_val(x: Tensor, y: Tensor, val_size: float) -> tuple[TensorDatase
 
 
 def normalizer(mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[[Tensor], Tensor]:
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1) * 255.0
+    """uint8 images to normalised floats. The statistics are copied to each device once: a copy per batch
+    from pageable host memory would make every CUDA step wait for the device."""
+    stats: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     def transform(x: Tensor) -> Tensor:
-        return (x.float() - m.to(x.device) * 255.0) / s.to(x.device)
+        if x.device not in stats:
+            stats[x.device] = (torch.tensor(mean, device=x.device).view(1, -1, 1, 1) * 255.0,
+                               torch.tensor(std, device=x.device).view(1, -1, 1, 1) * 255.0)
+        m, s = stats[x.device]
+        return (x.float() - m) / s
 
     return transform
 

@@ -10,6 +10,7 @@ CPU-only path (it counts on the host); it is switched off here, as it is on CUDA
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import TensorDataset
 
-from benchmarks.data import Splits, crop_flip, normalizer
+from benchmarks.data import CIFAR_STATS, Splits, batches, crop_flip, load_dataset, normalizer
 from benchmarks.trainer import Recipe, search_step, train
 from benchmarks.zoo import build_model
 from methods import METHODS, get_method
@@ -27,6 +28,22 @@ SEARCHING = sorted(name for name, cls in METHODS.items() if cls.searches)
 HOST_READS = {"aten::_local_scalar_dense", "aten::is_nonzero", "aten::nonzero", "aten::nonzero_static",
               "aten::masked_select", "aten::_unique2", "aten::unique_dim", "aten::unique_consecutive",
               "aten::repeat_interleave"}
+
+
+class HostToDevice(TorchDispatchMode):
+    """Counts copies from host memory to another device (a pageable copy makes a CUDA stream wait)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copies = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func._schema.name
+        src, dst = (args[1], args[0]) if name == "aten::copy_" else (args[0], out)
+        if name in ("aten::copy_", "aten::_to_copy") and src.device.type == "cpu" and dst.device.type != "cpu":
+            self.copies += 1
+        return out
 
 
 class HostReads(TorchDispatchMode):
@@ -90,3 +107,22 @@ def test_a_cell_reads_back_per_epoch_not_per_step(method):
     the device with augmentation, validation, test): twice the steps, the same host reads."""
     few, many = reads_in_cell(method, 64), reads_in_cell(method, 128)
     assert few == many, f"{method}: host reads grow with the number of steps: {dict(few)} vs {dict(many)}"
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_input_pipeline_copies_from_the_host_once_per_epoch(dataset, mnist_data_root):
+    """A training epoch of held data (batching, augmentation, normalisation) on a device ("meta" stands in
+    for a GPU): one host-to-device copy (the epoch's shuffled order), however many batches."""
+    if dataset == "mnist":
+        splits = load_dataset("mnist", mnist_data_root)
+    else:  # CIFAR-10's own pipeline on CIFAR-shaped uint8 images (no CIFAR files here)
+        splits = replace(cifar_like(512), transform=normalizer(*CIFAR_STATS["cifar10"]))
+    meta = torch.device("meta")
+    held = splits.to(meta)
+    with HostToDevice() as h2d:
+        n = 0
+        for xb, _ in batches(held.train, 64, meta, shuffle=True, generator=torch.Generator().manual_seed(0)):
+            x = splits.transform(splits.augment(xb) if splits.augment is not None else xb)
+            n += 1
+    assert x.is_meta and x.dtype == torch.float32 and n > 5
+    assert h2d.copies == 1, f"{dataset}: {h2d.copies} host-to-device copies in an epoch of {n} batches"
