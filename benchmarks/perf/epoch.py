@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     speed = Speed(amp=args.amp, compile=args.compile)
-    splits = cifar_shaped(args.images)
+    splits = cifar_shaped(args.images).to(device)  # held on the device, as a sweep holds CIFAR-10
     plain = plain_epoch_s(args.arch, splits, args.batch, device, speed)
     harness = harness_epoch_s(args.arch, args.method, splits, args.batch, device, speed)
     row = {"arch": args.arch, "method": args.method, "batch": args.batch, "images": args.images,
