@@ -244,10 +244,21 @@ def synthetic(root: Path, download: bool = False, val_size: float = 0.1, shape: 
 
 
 # -- batching ---------------------------------------------------------------------------------------
+MAX_LOADER_WORKERS = 16
+
+
+def loader_workers() -> int:
+    """Processes that decode a folder dataset: this process's share of the cores (the threads a worker of
+    `bench run --workers N` gets), at most 16. The main process alone cannot feed a GPU from JPEGs."""
+    return min(MAX_LOADER_WORKERS, torch.get_num_threads())
+
+
 def batches(ds: Dataset, batch_size: int, device: torch.device, shuffle: bool = False,
-            generator: torch.Generator | None = None, workers: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+            generator: torch.Generator | None = None, workers: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield (inputs, labels) on `device`. Tensor datasets are sliced where they are held (`Splits.to`
-    puts them on the device once; a copy is made here otherwise); other datasets go through a DataLoader with pinned memory and non-blocking copies."""
+    puts them on the device once; a copy is made here otherwise); other datasets go through a DataLoader
+    with `workers` processes (default `loader_workers()`; the order and the augmentation draws follow
+    `generator` for a given count), pinned memory and non-blocking copies."""
     if isinstance(ds, TensorDataset):
         x, y = (t.to(device) for t in ds.tensors)
         order = torch.randperm(len(x), generator=generator).to(device) if shuffle else None
@@ -258,7 +269,8 @@ def batches(ds: Dataset, batch_size: int, device: torch.device, shuffle: bool = 
                 idx = order[i:i + batch_size]
                 yield x[idx], y[idx]
         return
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                        num_workers=loader_workers() if workers is None else workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
     for xb, yb in loader:
         yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)

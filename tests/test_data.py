@@ -51,6 +51,31 @@ def test_imagenet_folder(tmp_path):
     assert s.to(torch.device("meta")).train is s.train  # folders stay where they are: a DataLoader reads them
 
 
+def test_folder_datasets_are_decoded_by_worker_processes(tmp_path, monkeypatch):
+    """A folder dataset is read by `loader_workers()` processes (one process cannot feed a GPU from JPEGs),
+    in the same order, with the same augmentation, as any other run with the same generator."""
+    from benchmarks import data
+
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / "imagenet" / split / cls).mkdir(parents=True)
+            for i in range(6):
+                Image.new("RGB", (40, 30), (i * 40, 0, 0)).save(tmp_path / "imagenet" / split / cls / f"{i}.png")
+    s = load_dataset("imagenet", tmp_path, val_size=0.0)
+    made = []
+    monkeypatch.setattr(data, "DataLoader", lambda *a, **kw: made.append(kw) or torch.utils.data.DataLoader(*a, **kw))
+
+    def epoch() -> list[torch.Tensor]:
+        return [b for xb, yb in batches(s.train, 4, torch.device("cpu"), shuffle=True,
+                                        generator=torch.Generator().manual_seed(3)) for b in (xb, yb)]
+
+    first, again = epoch(), epoch()
+    assert made[0]["num_workers"] == data.loader_workers() == min(16, torch.get_num_threads()) > 0
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
 def test_tensor_splits_are_put_on_the_device_once(monkeypatch):
     """`Splits.to` moves tensor datasets ("meta" stands in for a GPU here); a worker does it once per dataset."""
     from benchmarks import executors
