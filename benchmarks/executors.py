@@ -141,9 +141,19 @@ def run_pool(cells: list[Cell], job: Job, started: Started, workers: int) -> Fin
                             lambda future: future.result())
 
 
+def ray_task_resources(cluster: dict[str, float], device: str) -> tuple[int, int]:
+    """(CPUs, GPUs) a cell's Ray task asks for: one GPU and the cluster's CPUs per GPU where there are GPUs
+    (Ray gives a task as many threads as CPUs, and a GPU cell needs them to decode folder datasets), else
+    one CPU."""
+    gpus = int(cluster.get("GPU", 0)) if device in ("auto", "cuda") else 0
+    if gpus == 0:
+        return 1, 0
+    return max(1, int(cluster.get("CPU", 1)) // gpus), 1
+
+
 def run_ray(cells: list[Cell], job: Job, started: Started, address: str | None,
             retries: int = 3) -> Finished:
-    """Each cell is a Ray task (1 CPU, and 1 GPU when the cluster has them); a task whose worker dies is
+    """Each cell is a Ray task (1 CPU; with GPUs, 1 GPU and its share of CPUs); a task whose worker dies is
     retried up to `retries` times. Results flow back here, to the driver."""
     try:
         import ray
@@ -156,7 +166,7 @@ def run_ray(cells: list[Cell], job: Job, started: Started, address: str | None,
         except Exception as e:
             raise UserError(f"cannot connect to Ray at {address or 'a new local cluster'}: "
                             f"{str(e).splitlines()[0]}") from None
-    gpus = 1 if job.device in ("auto", "cuda") and ray.cluster_resources().get("GPU", 0) > 0 else 0
-    remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=retries)(run_job)
+    cpus, gpus = ray_task_resources(ray.cluster_resources(), job.device)
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(run_job)
     yield from dispatch(cells, job, started, lambda cell: remote.remote(cell, job),
                         lambda refs: ray.wait(refs, num_returns=1, timeout=TICK)[0], ray.get)

@@ -66,3 +66,13 @@ def test_ray_retries_a_cell_whose_worker_died(tmp_path):
     assert flag.exists()  # the first attempt did die
     df = pd.read_csv(out / "runs.csv")
     assert len(df) == 1 and df.status.iloc[0] == "ok"
+
+
+def test_ray_cells_ask_for_a_gpu_and_its_share_of_cpus():
+    from benchmarks.executors import ray_task_resources
+
+    assert ray_task_resources({"CPU": 64.0, "GPU": 8.0}, "auto") == (8, 1)
+    assert ray_task_resources({"CPU": 64.0, "GPU": 8.0}, "cuda") == (8, 1)
+    assert ray_task_resources({"CPU": 64.0, "GPU": 8.0}, "cpu") == (1, 0)
+    assert ray_task_resources({"CPU": 2.0, "GPU": 4.0}, "auto") == (1, 1)
+    assert ray_task_resources({"CPU": 16.0}, "auto") == (1, 0)
