@@ -141,6 +141,12 @@ def run_pool(cells: list[Cell], job: Job, started: Started, workers: int) -> Fin
                             lambda future: future.result())
 
 
+def _threaded_job(cell: Cell, job: Job, threads: int) -> CellResult:
+    """`run_job` with `threads` threads (a reused Ray worker keeps the thread count of its first task)."""
+    torch.set_num_threads(threads)
+    return run_job(cell, job)
+
+
 def ray_task_resources(cluster: dict[str, float], device: str) -> tuple[int, int]:
     """(CPUs, GPUs) a cell's Ray task asks for: one GPU and the cluster's CPUs per GPU where there are GPUs
     (Ray gives a task as many threads as CPUs, and a GPU cell needs them to decode folder datasets), else
@@ -167,6 +173,6 @@ def run_ray(cells: list[Cell], job: Job, started: Started, address: str | None,
             raise UserError(f"cannot connect to Ray at {address or 'a new local cluster'}: "
                             f"{str(e).splitlines()[0]}") from None
     cpus, gpus = ray_task_resources(ray.cluster_resources(), job.device)
-    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(run_job)
-    yield from dispatch(cells, job, started, lambda cell: remote.remote(cell, job),
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(_threaded_job)
+    yield from dispatch(cells, job, started, lambda cell: remote.remote(cell, job, cpus),
                         lambda refs: ray.wait(refs, num_returns=1, timeout=TICK)[0], ray.get)
