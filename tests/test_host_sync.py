@@ -97,7 +97,7 @@ def reads_in_cell(method: str, n_train: int) -> Counter[str]:
     pruner = get_method(method)(build_model("conv2", 10, (3, 32, 32)), sparsity, regime="weak")
     with HostReads() as reads:
         train(pruner, cifar_like(n_train), epochs=1, batch_size=16, device=torch.device("cpu"), seed=0,
-              progress=False, train_epochs=1, recipe=Recipe(lr=0.01))  # random labels: lr 0.1 diverges
+              progress=False, train_epochs=1, recipe=Recipe.for_arch("conv2"))
     return reads.seen
 
 
