@@ -13,7 +13,8 @@ Memory: each row also records the training state (parameters, gradients, optimis
 ratio to the dense step's, and on CUDA the step's peak allocated memory (activations included).
 One-shot baselines (random, magnitude, SNIP, GraSP, SynFlow) have no search step and are not timed.
 `PERF_AMP=1` runs every step under bf16 autocast; `PERF_ARCHS=lenet300,conv4` narrows the architectures;
-`PERF_BATCHES=32,128,512` sets the batch sizes (default 128).
+`PERF_BATCHES=32,128,512` sets the batch sizes (default 128). On CUDA, conv nets run channels_last with
+cudnn.benchmark, as the trainer runs them.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ def make_step(arch: str, method: str, batch: int) -> tuple[Callable[[], None], n
     shape = ARCHS[arch]
     model = build_model(arch, 10, shape).to(DEVICE).train()
     x = torch.randn(batch, *shape, device=DEVICE)
+    channels_last = DEVICE.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if channels_last:  # the trainer's CUDA layout for conv nets: channels_last, cudnn autotuning
+        torch.backends.cudnn.benchmark = True
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), device=DEVICE)
     criterion = nn.CrossEntropyLoss()
     if method == "dense":
@@ -91,6 +97,8 @@ def make_step(arch: str, method: str, batch: int) -> tuple[Callable[[], None], n
     else:
         pruner = get_method(method)(model, SPARSITY)
         model.to(DEVICE)
+        if channels_last:  # the mask parameters too, as in the trainer
+            model.to(memory_format=torch.channels_last)
         opt, sched = pruner.optimizer(10_000)
         counter = iter(range(10**9))
 
