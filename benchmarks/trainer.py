@@ -49,6 +49,18 @@ class Recipe:
         return cls(lr=TRAIN_LR.get(arch, cls.lr))
 
 
+def cuda_layout(model: nn.Module, device: torch.device) -> bool:
+    """The CUDA layout: cudnn autotuning on, and a conv net (masks included) in channels_last. Returns
+    whether the inputs go channels_last too; on other devices nothing changes."""
+    if device.type != "cuda":
+        return False
+    torch.backends.cudnn.benchmark = True
+    conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if conv:
+        model.to(memory_format=torch.channels_last)
+    return conv
+
+
 @dataclass(frozen=True)
 class Speed:
     """How steps run; none of it changes what a cell means except `amp` (part of the cell's id).
@@ -171,11 +183,7 @@ class CellRun:
         self.pruner, self.splits, self.batch_size, self.device = pruner, splits, batch_size, device
         self.model = pruner.model.to(device)
         self.amp = speed.amp
-        self.channels_last = device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in self.model.modules())
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.channels_last = cuda_layout(self.model, device)
         self.forward = torch.compile(self.model) if speed.compile else self.model
         self.shuffle = torch.Generator().manual_seed(seed)
         self.progress, self.on_epoch, self.recipe = progress, on_epoch, recipe

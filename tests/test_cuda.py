@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from benchmarks.cli import main
-from benchmarks.trainer import search_step
+from benchmarks.trainer import cuda_layout, search_step
 from benchmarks.zoo import build_model
 from methods import METHODS, get_method
 
@@ -25,10 +25,9 @@ def test_search_step_has_no_host_device_sync(method, arch, shape, amp):
     device = torch.device("cuda")
     torch.manual_seed(0)
     model = build_model(arch, 10, shape).to(device).train()
-    if len(shape) == 3:
-        model.to(memory_format=torch.channels_last)
     pruner = get_method(method)(model, 0.9)
     model.to(device)
+    cuda_layout(model, device)  # the trainer's layout: conv nets (masks included) channels_last
     opt, sched = pruner.optimizer(100)
     x = torch.randn(32, *shape, device=device)
     y = torch.randint(0, 10, (32,), device=device)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from benchmarks.data import CIFAR_STATS, Splits, batches, crop_flip, normalizer
-from benchmarks.trainer import CellRun, Recipe, Speed, resolve_device
+from benchmarks.trainer import CellRun, Recipe, Speed, cuda_layout, resolve_device
 from benchmarks.zoo import build_model
 from methods import get_method
 
@@ -44,10 +44,7 @@ def plain_epoch_s(arch: str, splits: Splits, batch: int, device: torch.device, s
     """One epoch of a hand-written dense training loop (the reference), after one untimed epoch."""
     torch.manual_seed(0)
     model = build_model(arch, 10, (3, 32, 32)).to(device).train()
-    conv = device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if conv:
-        torch.backends.cudnn.benchmark = True
-        model.to(memory_format=torch.channels_last)
+    conv = cuda_layout(model, device)
     forward = torch.compile(model) if speed.compile else model
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     criterion = nn.CrossEntropyLoss()

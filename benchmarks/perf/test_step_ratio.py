@@ -28,7 +28,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.trainer import resolve_device, search_step
+from benchmarks.trainer import cuda_layout, resolve_device, search_step
 from benchmarks.zoo import build_model
 from methods import METHODS, get_method
 
@@ -77,14 +77,13 @@ def make_step(arch: str, method: str, batch: int) -> tuple[Callable[[], None], n
     shape = ARCHS[arch]
     model = build_model(arch, 10, shape).to(DEVICE).train()
     x = torch.randn(batch, *shape, device=DEVICE)
-    channels_last = DEVICE.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if channels_last:  # the trainer's CUDA layout for conv nets: channels_last, cudnn autotuning
-        torch.backends.cudnn.benchmark = True
-        model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), device=DEVICE)
+    pruner = None if method == "dense" else get_method(method)(model, SPARSITY)
+    model.to(DEVICE)
+    if cuda_layout(model, DEVICE):  # as the trainer runs conv nets on CUDA (masks included)
+        x = x.contiguous(memory_format=torch.channels_last)
     criterion = nn.CrossEntropyLoss()
-    if method == "dense":
+    if pruner is None:
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
         def step() -> None:
@@ -95,10 +94,6 @@ def make_step(arch: str, method: str, batch: int) -> tuple[Callable[[], None], n
             opt.step()
             sync()
     else:
-        pruner = get_method(method)(model, SPARSITY)
-        model.to(DEVICE)
-        if channels_last:  # the mask parameters too, as in the trainer
-            model.to(memory_format=torch.channels_last)
         opt, sched = pruner.optimizer(10_000)
         counter = iter(range(10**9))
 
