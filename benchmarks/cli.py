@@ -63,6 +63,9 @@ def make_parser() -> argparse.ArgumentParser:
                           "(within each unit), reinit (same mask, new weights); checks resume from their "
                           "parent's finished search instead of repeating it")
     run.add_argument("--batch-size", dest="batch_size", type=int, help="batch size (default 128)")
+    run.add_argument("--train-size", dest="train_size", type=int,
+                     help="train on a fixed random subset of N training examples, the same for every cell and "
+                          "seed (validation and test untouched; part of the cell id; default 0: all)")
     run.add_argument("--amp", action="store_true", default=None,
                      help="bf16 autocast in training steps (part of the cell's identity; evaluation in fp32)")
     run.add_argument("--compile", action="store_true", default=None,
@@ -138,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.sweep import run_sweep
 
     flags = {k: getattr(args, k) for k in ("methods", "arch", "dataset", "sparsity", "seeds", "granularity",
-                                           "regime", "epochs", "train_epochs", "sanity", "amp", "compile", "batch_size", "weight_init", "exclude", "device",
+                                           "regime", "epochs", "train_epochs", "sanity", "amp", "compile", "batch_size", "train_size", "weight_init", "exclude", "device",
                                            "data_root", "out", "name")}
     flags["hparams"] = parse_sets(args.sets)
     spec = SweepSpec.from_sources(args.config, flags)

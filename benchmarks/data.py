@@ -22,6 +22,7 @@ from benchmarks.errors import UserError
 
 DEFAULT_ROOT = "data"
 VAL_SPLIT_SEED = 0  # fixed, so every cell of every sweep sees the same validation split
+TRAIN_SUBSET_SEED = 0  # fixed, so every cell with the same --train-size trains on the same examples
 
 
 def data_root(flag: str | None) -> Path:
@@ -51,6 +52,21 @@ class Splits:
             return TensorDataset(*(t.to(device) for t in ds.tensors)) if isinstance(ds, TensorDataset) else ds
 
         return replace(self, train=move(self.train), val=move(self.val), test=move(self.test))
+
+    def with_train_size(self, n: int) -> Splits:
+        """These splits with the training set cut to a fixed random subset of `n` examples (0: all of it);
+        validation and test are untouched. The subset depends on `n` and the dataset alone, never the seed."""
+        if n == 0:
+            return self
+        total = len(self.train)
+        if not 0 < n <= total:
+            raise UserError(f"--train-size {n} is outside 1..{total} (the training split's size)")
+        keep = torch.randperm(total, generator=torch.Generator().manual_seed(TRAIN_SUBSET_SEED))[:n]
+        if isinstance(self.train, TensorDataset):
+            train: Dataset = TensorDataset(*(t[keep.to(t.device)] for t in self.train.tensors))
+        else:
+            train = torch.utils.data.Subset(self.train, keep.tolist())
+        return replace(self, train=train)
 
 
 DatasetFn = Callable[..., Splits]

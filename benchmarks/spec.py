@@ -51,6 +51,7 @@ class Cell:
     train_epochs: int = later(0)  # weight training after the search: weak regime, and dense
     sanity: str = later("none")
     amp: bool = later(False)  # bf16 autocast changes the numbers, so it is part of the identity
+    train_size: int = later(0)  # a fixed subset of this many training examples (0: the whole split)
 
     @property
     def id(self) -> str:
@@ -126,6 +127,7 @@ class SweepSpec:
     weight_init: str = "auto"
     exclude: list[str] = field(default_factory=list)
     val_size: float = 0.1
+    train_size: int = 0
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"
     data_root: str | None = None
@@ -150,6 +152,8 @@ class SweepSpec:
             raise UserError("epochs and batch size must be at least 1")
         if self.train_epochs is not None and self.train_epochs < 1:
             raise UserError("train_epochs must be at least 1")
+        if self.train_size < 0:
+            raise UserError(f"train_size must be at least 1 (or 0 for the whole training split), got {self.train_size}")
         if not 0.0 < self.val_size < 1.0:
             raise UserError(f"val_size {self.val_size} is outside (0, 1)")
         for m in self.hparams:
@@ -188,7 +192,8 @@ class SweepSpec:
                         weight_init=cls.default_init(self.regime) if self.weight_init == "auto" else self.weight_init,
                         exclude=tuple(self.exclude), val_size=self.val_size,
                         hparams=self._method_hparams[method],
-                        train_epochs=(self.train_epochs or self.epochs) if trains else 0, amp=self.amp)
+                        train_epochs=(self.train_epochs or self.epochs) if trains else 0, amp=self.amp,
+                        train_size=self.train_size)
             variants = SANITY if self.sanity and not cls.dense else ("none",)
             for variant in variants:
                 cell = dataclasses.replace(base, sanity=variant)

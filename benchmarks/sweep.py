@@ -86,6 +86,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
             "sanity": cell.sanity, "arch": cell.arch, "dataset": cell.dataset, "target_sparsity": cell.target_sparsity}
     recipe = Recipe.for_arch(cell.arch)
     try:
+        splits = splits.with_train_size(cell.train_size)
         pruner = build_pruner(cell, splits)
         report_epoch = None
         if running:
@@ -117,13 +118,14 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
         "sparsity": report.sparsity,
         "unit_sparsity": report.unit_sparsity,
         "seed": cell.seed, "epochs": cell.epochs, "batch_size": cell.batch_size,
-        "test_acc": result.test_acc, "val_acc": result.val_acc,
+        "test_acc": result.test_acc, "val_acc": result.val_acc, **result.projection,
         "prunable_weights": report.weights, "kept_weights": report.kept,
         "layer_collapse": len(report.collapsed), "collapsed_layers": ";".join(report.collapsed),
         "search_epochs": result.search_epochs, "search_s": result.search_s, "search_from": result.search_from,
         "train_epochs": result.train_epochs, "train_s": result.train_s,
         **({f"train_{k}": v for k, v in dataclasses.asdict(recipe).items()} if result.train_epochs else {}),
         "weight_init": pruner.weight_init, "exclude": ";".join(cell.exclude), "val_size": cell.val_size,
+        "train_size": cell.train_size or len(splits.train),
         "bn_recalibrated": result.bn_recalibrated, "amp": cell.amp, "compile": compile,
         "wall_s": round(time.time() - start, 2), **versions(device),
         **{f"hp_{k}": v for k, v in pruner.record().items()},
@@ -225,7 +227,7 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
                         share_search=spec.sanity)
     if executor == "local":  # missing data fails here, before any work (a Ray cluster has its own disks)
         for name in dict.fromkeys(c.dataset for c in todo):
-            executors.dataset(name, spec.data_root, download, spec.val_size)
+            executors.dataset(name, spec.data_root, download, spec.val_size).with_train_size(spec.train_size)
     skipped_failed = "" if rerun_failed or force or not failed else \
         f", {len(failed)} failed before (--rerun-failed retries them)"
     where = f"ray at {address or 'a local cluster'}" if executor == "ray" else f"{workers} worker(s)"

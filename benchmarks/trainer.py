@@ -82,6 +82,7 @@ class TrainResult:
     train_epochs: int = 0
     train_s: float = 0.0
     search_from: str = ""  # the cell whose search this cell resumed from (a sanity check's parent), if not itself
+    projection: dict[str, float] = field(default_factory=dict)  # `CellRun.finalize`: the search's mask vs the final one
 
 
 @torch.no_grad()
@@ -190,6 +191,7 @@ class CellRun:
         self.criterion = nn.CrossEntropyLoss()
         self.curves: list[dict[str, Any]] = []
         self.elapsed = {"search": 0.0, "train": 0.0}  # wall seconds per phase, carried across resumes
+        self.projection: dict[str, float] = {}  # the search's own binary mask against the final one
         self.ckpt = Checkpoint(checkpoint)
         self.resume = self.ckpt.load()  # read once: the state a killed run left, or None
         self.cell_id = checkpoint.stem if checkpoint is not None else ""  # checkpoints are named by cell id
@@ -220,7 +222,8 @@ class CellRun:
                 "pruner": self.pruner.extra_state(), "rewind": self.pruner.rewind_state(),
                 "rng": torch.get_rng_state(), "shuffle": self.shuffle.get_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
-                "curves": self.curves, "elapsed": self.elapsed, "search_origin": self.search_origin}
+                "curves": self.curves, "elapsed": self.elapsed, "search_origin": self.search_origin,
+                "projection": self.projection}
 
     def _restore(self, state: dict[str, Any], opt: torch.optim.Optimizer, sched: Any) -> None:
         for name, _, mask in self.pruner.mask_modules():
@@ -238,6 +241,7 @@ class CellRun:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.curves = state["curves"]
         self.elapsed = state["elapsed"]
+        self.projection = state.get("projection", {})
 
     def _end_epoch(self, phase: str, epoch: int, loss_sum: torch.Tensor, bar: tqdm) -> None:
         train_loss = float(loss_sum) / self.steps_per_epoch
@@ -289,6 +293,21 @@ class CellRun:
                                                     step, self.amp),
                      after_epoch=self.pruner.on_epoch)
 
+    def finalize(self) -> None:
+        """Fix the final mask (`Pruner.finalize`: the exact projection of most methods). After a search,
+        record what the projection changed: the sparsity of the search's own binary mask and the validation
+        accuracy of the binary mask just before and just after (a controller that reached its target
+        leaves the two accuracies equal)."""
+        if not self.pruner.searches:
+            self.pruner.finalize()
+            return
+        before = self.pruner.report().sparsity
+        acc_before = evaluate(self.model, self.splits, "val", self.batch_size, self.device)
+        self.pruner.finalize()
+        self.projection = {"sparsity_before_projection": before, "val_acc_before_projection": acc_before,
+                           "val_acc_after_projection": evaluate(self.model, self.splits, "val", self.batch_size,
+                                                                self.device)}
+
     def train_weights(self, epochs: int, phase: str = "train") -> None:
         """Train the model's own weights under the current masks with the standard recipe (masks fixed)."""
         masks = {p: p.requires_grad for p in self.pruner.mask_parameters()}
@@ -330,7 +349,7 @@ def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: 
         if share_search is not None:
             run.ckpt.copy_to(share_search)
     if state is None or state["phase"] == "search":
-        pruner.finalize()
+        run.finalize()
         ablate(pruner, sanity, seed)
     n_train = (train_epochs or epochs) if pruner.regime == "weak" or pruner.dense else 0
     if n_train:
@@ -346,4 +365,5 @@ def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: 
                        search_epochs=pruner.extra_epochs + (epochs if pruner.searches else 0),
                        search_s=round(run.elapsed["search"], 2), train_epochs=n_train,
                        train_s=round(run.elapsed["train"], 2),
-                       search_from="" if run.search_origin == run.cell_id else run.search_origin)
+                       search_from="" if run.search_origin == run.cell_id else run.search_origin,
+                       projection=run.projection)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from methods.base import Mask, MaskedWeight, Pruner
-from methods.schedules import lr_schedule
+from methods.schedules import REFERENCE_STEPS, lr_schedule, per_search_lr
 from methods.target import TargetControlled, TargetHparams
 
 
@@ -23,6 +23,7 @@ from methods.target import TargetControlled, TargetHparams
 class CRBGHparams(TargetHparams):
     method = "crbg"
     lr: float = 1e-2
+    lr_ref_steps: int = REFERENCE_STEPS  # lr is the rate of a search this long (`per_search_lr`); 0: per step
     sigma: float = 0.5
     mu_init: float = 0.5
     mu_init_noise: float = 0.01
@@ -90,7 +91,8 @@ class CRBG(TargetControlled, Pruner):
 
     def optimizer(self, total_steps: int):
         self.start_control(total_steps)
-        opt = torch.optim.Adam(self.parameters(), lr=self.hp.lr, fused=True)  # one kernel for all gates
+        opt = torch.optim.Adam(self.parameters(), lr=per_search_lr(self.hp.lr, self.hp.lr_ref_steps, total_steps),
+                               fused=True)  # one kernel for all gates
         return opt, lr_schedule(opt, self.hp.schedule, total_steps)
 
     @torch.no_grad()
@@ -116,7 +118,7 @@ class CRBG(TargetControlled, Pruner):
     def search_space(trial) -> dict:
         """Optuna search space (`bench tune`): lambda, sigma, learning rate, mu init and threshold."""
         return {"lam": trial.suggest_float("lam", 1e-3, 1e2, log=True),
-                "lam_lr": trial.suggest_float("lam_lr", 1e-3, 1e-1, log=True),
+                "lam_rate": trial.suggest_float("lam_rate", 4.0, 400.0, log=True),
                 "sigma": trial.suggest_float("sigma", 0.1, 1.0),
                 "lr": trial.suggest_float("lr", 1e-3, 1e-1, log=True),
                 "mu_init": trial.suggest_float("mu_init", 0.3, 1.0),

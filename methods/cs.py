@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from methods.base import Mask, MaskedWeight, Pruner
-from methods.schedules import lr_schedule
+from methods.schedules import REFERENCE_STEPS, lr_schedule, per_search_lr
 from methods.target import TargetControlled, TargetHparams
 
 
@@ -33,6 +33,7 @@ from methods.target import TargetControlled, TargetHparams
 class CSHparams(TargetHparams):
     method = "cs"
     lr: float = 1.0  # mask logits; 0.1 in the paper, where the weights train too (1.0: 97.9 vs 96.9 % at 0.9)
+    lr_ref_steps: int = REFERENCE_STEPS  # lr is the rate of a search this long (`per_search_lr`); 0: per step
     momentum: float = 0.9
     weight_lr: float = 0.1  # weak regime: the jointly trained weights
     weight_decay: float = 1e-4  # on weights only, never on the mask logits
@@ -109,7 +110,7 @@ class ContinuousSparsification(TargetControlled, Pruner):
                 p.requires_grad_(True)
             groups.append({"params": self.weight_parameters(), "lr": self.hp.weight_lr,
                            "weight_decay": self.hp.weight_decay})
-        opt = torch.optim.SGD(groups, lr=self.hp.lr, momentum=self.hp.momentum, nesterov=True)
+        opt = torch.optim.SGD(groups, lr=per_search_lr(self.hp.lr, self.hp.lr_ref_steps, total_steps), momentum=self.hp.momentum, nesterov=True)
         return opt, lr_schedule(opt, self.hp.schedule, total_steps)
 
     def beta(self, step: int) -> float:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from methods.base import Hparams, Mask, MaskedWeight, Pruner, SearchContext
-from methods.schedules import lr_schedule
+from methods.schedules import REFERENCE_STEPS, lr_schedule, per_search_lr
 
 OBJECTIVES = ("auto", "reverse_kl", "ce")
 
@@ -33,9 +33,11 @@ OBJECTIVES = ("auto", "reverse_kl", "ce")
 @dataclass
 class CTSHparams(Hparams):
     lr: float = 0.1
+    lr_ref_steps: int = REFERENCE_STEPS  # lr is the rate of a search this long (`per_search_lr`); 0: per step
     tau: float = 2.0 / 3.0
     headroom: float = 1.1
     balance_momentum: float = 0.99
+    two_sided: bool = False  # True: the budget also pulls the density proxy up (not in the paper)
     objective: str = "auto"
     rewind_epochs: int = 1  # weak regime: dense training before the search (the paper: 9 for ResNet-20)
     schedule: str = "late_decay"
@@ -89,6 +91,7 @@ class CTS(Pruner):
         n = sum(m.s.numel() for m in self._masks)
         self.budget = self.hp.headroom * (1.0 - self.target) * n
         self.balance = torch.zeros((), device=self.device)
+        self.momentum = self.hp.balance_momentum
 
     def make_mask(self, weight: Tensor, structured: bool) -> Mask:
         return CTSMask(weight, structured, self.hp, 1.0 - self.target)
@@ -108,7 +111,11 @@ class CTS(Pruner):
 
     def optimizer(self, total_steps: int):
         self.balance = self.balance.to(self.device)
-        opt = torch.optim.Adam(self.parameters(), lr=self.hp.lr, fused=True)  # one kernel for all logits
+        # the EMA's horizon (1 / (1 - momentum) steps) as the same fraction of any search as at REFERENCE_STEPS
+        horizon = (1.0 / (1.0 - self.hp.balance_momentum)) * (total_steps / REFERENCE_STEPS if self.hp.lr_ref_steps else 1.0)
+        self.momentum = 1.0 - 1.0 / max(1.0, horizon)
+        opt = torch.optim.Adam(self.parameters(), lr=per_search_lr(self.hp.lr, self.hp.lr_ref_steps, total_steps),
+                               fused=True)  # one kernel for all logits
         return opt, lr_schedule(opt, self.hp.schedule, total_steps)
 
     def loss(self, model, x: Tensor, y: Tensor, criterion) -> Tensor:
@@ -132,8 +139,12 @@ class CTS(Pruner):
             p.addcmul_(p, p, value=-1.0)  # p (1 - p), in place
         task = torch.sqrt(sum(m.s.grad.float().flatten().dot(m.s.grad.float().flatten()) for m in self._masks))
         cons = (100.0 / self.budget) * torch.sqrt(sum(q.flatten().dot(q.flatten()) for q in slopes))
-        target = torch.where(excess > 0, task / cons.clamp_min(1e-30), torch.zeros_like(task))
-        self.balance.mul_(self.hp.balance_momentum).add_((1.0 - self.hp.balance_momentum) * target)
+        ratio = task / cons.clamp_min(1e-30)
+        if self.hp.two_sided:  # the constraint pulls the proxy up to the budget too, with the sign of the error
+            target = ratio * torch.sign(excess)
+        else:
+            target = torch.where(excess > 0, ratio, torch.zeros_like(task))
+        self.balance.mul_(self.momentum).add_((1.0 - self.momentum) * target)
         coef = self.balance * (100.0 / self.budget)
         for m, q in zip(self._masks, slopes):
             m.s.grad.addcmul_(q, coef)

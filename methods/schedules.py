@@ -7,6 +7,14 @@ import math
 import torch
 
 SCHEDULES = ("cosine", "constant", "late_decay")
+REFERENCE_STEPS = 4220  # 10 epochs of MNIST's 54,000 training images at batch 128: where the rates were set
+
+
+def per_search_lr(lr: float, ref_steps: int, total_steps: int) -> float:
+    """The per-step learning rate for a search of `total_steps` when `lr` is the rate of a search of
+    `ref_steps` steps: lr x ref_steps / total_steps, so a mask parameter can travel the same distance in
+    the same fraction of any search. `ref_steps` 0: `lr` is per step, whatever the search's length."""
+    return lr * ref_steps / max(1, total_steps) if ref_steps else lr
 
 
 def lr_schedule(opt: torch.optim.Optimizer, name: str, total_steps: int, warmup_steps: int = 0):

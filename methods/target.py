@@ -3,6 +3,13 @@
 A penalty weight lambda is a dual variable updated every step so that the density of the binary mask
 follows a cubic ramp (Zhu and Gupta 2017) from where it starts down to 1 - target; an exact global
 projection at the end (`Pruner.project_global`) then removes the last few hundredths.
+
+Budget independence: every rate is stated per fraction of the search, not per step. ``lam_rate`` is
+how far log lambda may move over the whole search at a relative error of 1 (per step: lam_rate /
+total_steps), and the ramp ends at the fraction ``ramp``. A search of 500 steps and one of 500,000
+therefore follow the same lambda and density trajectories in training-fraction time; a per-step rate
+(the earlier ``lam_lr``) needed thousands of steps to find a lambda two orders of magnitude away and
+left short searches far from their target, for the projection to cut weights the network was using.
 """
 
 from __future__ import annotations
@@ -24,31 +31,43 @@ class TargetHparams(Hparams):
     """The target-control knobs of a `TargetControlled` method (its own `lam`, the initial lambda, beside)."""
 
     method: ClassVar[str]
-    lam_lr: float = 0.01
+    lam_rate: float = 40.0  # log-lambda units over the whole search at relative error 1 (per step: / steps)
     lam_down: float = 10.0
     ramp: float = 0.5
+    lead: float = 0.05  # the controller acts on the density predicted this fraction of the search ahead
     target_mode: str = "dual+project"
 
     def __post_init__(self) -> None:
+        if not (self.lam_rate > 0 and self.lam_down > 0 and 0 < self.ramp <= 1 and 0 <= self.lead <= 1):
+            raise ValueError(f"{self.method}: lam_rate and lam_down must be > 0, ramp in (0, 1], lead in [0, 1]")
         if self.target_mode not in TARGET_MODES:
             raise ValueError(f"{self.method}.target_mode must be one of {', '.join(TARGET_MODES)}, "
                              f"got {self.target_mode!r}")
 
 
 class DensityController:
-    """Dual ascent in log space on the constraint ``density <= ramp(step)``.
+    """Dual ascent in log space on the constraint ``density <= ramp(t)``, t the fraction of the search
+    done, at ``rate / total_steps`` per step (so ``rate`` is per search, whatever its length).
 
+    The density responds to lambda like a switch: hardly at all below a critical lambda (set by the
+    model's task gradients, often orders of magnitude from the initial one), then every gate near its
+    threshold at once. Pure integral control winds up while the density lags and then overshoots far
+    past the target. So the error is taken on the density predicted `lead` of the search ahead (its
+    slope, an average over the last `lead` / 5 of the search, extrapolated): lambda stops rising as
+    soon as the density moves fast enough to meet the ramp, and falls before an overshoot, not after.
     The relative error is clipped to [-1, 1]. A mask entry pushed far below its threshold loses its task
-    gradient, so an overshoot is hard to undo: lambda falls `down` times faster than it rises. lambda lives
-    on the device, so the update needs no host-device sync.
+    gradient, so an overshoot is hard to undo: lambda falls `down` times faster than it rises. The state
+    lives on the device, so an update needs no host-device sync.
     """
 
-    def __init__(self, lam: float, lr: float, down: float, ramp: float, target_density: float,
-                 start_density: float, device: torch.device) -> None:
+    def __init__(self, lam: float, rate: float, down: float, ramp: float, lead: float, target_density: float,
+                 start_density: Tensor, device: torch.device) -> None:
         self.log_lam = torch.tensor(math.log(lam), device=device)
-        self.lr, self.down, self.ramp = lr, down, ramp
+        self.rate, self.down, self.ramp, self.lead = rate, down, ramp, lead
         self.final = target_density
-        self.start = max(target_density, start_density)
+        self.start = max(target_density, float(start_density))
+        self.last = start_density.detach().clone().to(device)  # the density after the previous step
+        self.slope = torch.zeros((), device=device)  # d density / d (fraction of the search), averaged
         self.total_steps = 1
 
     @property
@@ -56,17 +75,28 @@ class DensityController:
         return self.log_lam.exp()
 
     def to(self, device: torch.device) -> None:
-        self.log_lam = self.log_lam.to(device)
+        self.log_lam, self.last, self.slope = (t.to(device) for t in (self.log_lam, self.last, self.slope))
 
-    def target(self, step: int) -> float:
+    def target(self, step: float) -> float:
         """Cubic ramp from the starting density to the final one over the first `ramp` fraction of steps."""
         t = min(1.0, step / max(1.0, self.ramp * self.total_steps))
         return self.final + (self.start - self.final) * (1.0 - t) ** 3
 
     def update(self, density: Tensor, step: int) -> None:
-        err = (density / self.target(step) - 1.0).clamp(-1.0, 1.0)
-        rate = self.lr * torch.where(err < 0, self.down, 1.0)
+        n = self.total_steps
+        smooth = min(1.0, 5.0 / (self.lead * n)) if self.lead > 0 else 1.0
+        self.slope = self.slope + smooth * ((density - self.last) * n - self.slope)
+        self.last = density.detach().clone()
+        predicted = (density + self.lead * self.slope).clamp_min(0.0)
+        err = (predicted / self.target(step + self.lead * n) - 1.0).clamp(-1.0, 1.0)
+        rate = self.rate / n * torch.where(err < 0, self.down, 1.0)
         self.log_lam = (self.log_lam + rate * err).clamp(-12.0, 12.0)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"log_lam": self.log_lam, "last": self.last, "slope": self.slope}
+
+    def load_state_dict(self, state: dict[str, Tensor], device: torch.device) -> None:
+        self.log_lam, self.last, self.slope = (state[k].to(device) for k in ("log_lam", "last", "slope"))
 
 
 class TargetControlled:
@@ -77,8 +107,8 @@ class TargetControlled:
     when it builds its optimiser."""
 
     def init_control(self) -> None:
-        self.control = DensityController(self.hp.lam, self.hp.lam_lr, self.hp.lam_down, self.hp.ramp,
-                                         1.0 - self.target, float(self.density()), self.device)
+        self.control = DensityController(self.hp.lam, self.hp.lam_rate, self.hp.lam_down, self.hp.ramp,
+                                         self.hp.lead, 1.0 - self.target, self.density(), self.device)
 
     def start_control(self, total_steps: int) -> None:
         self.control.total_steps = total_steps
@@ -95,8 +125,8 @@ class TargetControlled:
             super().finalize()
 
     def extra_state(self) -> dict:
-        return {**super().extra_state(), "log_lam": self.control.log_lam}
+        return {**super().extra_state(), "control": self.control.state_dict()}
 
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
-        self.control.log_lam = state["log_lam"].to(self.device)
+        self.control.load_state_dict(state["control"], self.device)
