@@ -77,6 +77,10 @@ def make_parser() -> argparse.ArgumentParser:
                           "kaiming_normal, uniform, scaled_signed_constant, scaled_kaiming_normal, "
                           "scaled_uniform, keep (scaled: fan_in x density)")
     run.add_argument("--exclude", type=csv_list(str), help="glob patterns of module names never masked")
+    run.add_argument("--tuned", metavar="DIR",
+                     help="run each cell with the best configuration `bench tune` found for its method, arch, "
+                          "dataset, granularity and target (DIR/tuned.yaml); cells without one use the defaults; "
+                          "rows record tuned=study:trial or default, and reports show the two as separate series")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                      help="override a method hyperparameter, e.g. crbg.lr=0.02 (repeatable)")
     run.add_argument("--device", help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
@@ -104,26 +108,34 @@ def make_parser() -> argparse.ArgumentParser:
     rep.add_argument("--layer-target", type=float, help="target sparsity for the per-layer plot (default highest)")
     rep.add_argument("--metric", default="test_acc", choices=["test_acc", "val_acc"], help="accuracy column")
 
-    tune = sub.add_parser("tune", help="tune one method's hyperparameters with Optuna (validation split only)",
-                          description="Optuna search over the method's declared space. Objective: validation "
+    tune = sub.add_parser("tune", help="tune methods' hyperparameters with Optuna, equal budgets (validation only)",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                          description="Optuna search over each method's declared space, one study per (method, "
+                                      "target), every study with the same trials and epochs. Objective: validation "
                                       "accuracy subject to achieved sparsity >= target, with per-epoch reports and "
-                                      "a median pruner; or --objective pareto: (accuracy, sparsity) front. Run the "
-                                      "same command on many machines with one --storage URL to share the study.")
-    tune.add_argument("--method", required=True, help="the method to tune, e.g. crbg")
-    tune.add_argument("--arch", default="lenet300")
-    tune.add_argument("--dataset", default="mnist")
-    tune.add_argument("--sparsity", type=float, default=0.9, help="target sparsity (default 0.9)")
-    tune.add_argument("--granularity", default="unstructured")
-    tune.add_argument("--trials", type=int, default=20, help="trials this worker runs (default 20)")
-    tune.add_argument("--budget-epochs", dest="budget_epochs", type=int, default=3, help="epochs per trial")
-    tune.add_argument("--objective", default="constrained", choices=["constrained", "pareto"])
+                                      "a median pruner; or --objective pareto: (accuracy, sparsity) front. Writes "
+                                      "tuned.yaml for `bench run --tuned`. Run the same command on many machines "
+                                      "with one --storage URL to share the studies. The test set is never used.")
+    tune.add_argument("--methods", "--method", dest="methods", type=csv_list(str), required=True,
+                      help="comma-separated methods to tune, e.g. crbg,edgepopup,cs,cts")
+    tune.add_argument("--arch", default="lenet300", help="architecture")
+    tune.add_argument("--dataset", default="mnist", help="dataset")
+    tune.add_argument("--sparsity", type=csv_list(float), default=[0.9], help="target sparsities, one study each")
+    tune.add_argument("--granularity", default="unstructured", help="unstructured or structured")
+    tune.add_argument("--trials", type=int, default=20, help="trials per study run by this worker")
+    tune.add_argument("--budget-epochs", dest="budget_epochs", type=int, default=3, help="search epochs per trial")
+    tune.add_argument("--train-size", dest="train_size", type=int, default=0,
+                      help="train on a fixed subset of N examples (0: all), as bench run --train-size")
+    tune.add_argument("--objective", default="constrained", choices=["constrained", "pareto"], help="what to maximise")
     tune.add_argument("--storage", help="Optuna RDB URL, e.g. postgresql://user@host/db (default SQLite in --out)")
-    tune.add_argument("--study", help="study name (default from method, arch, dataset, target, objective)")
+    tune.add_argument("--study", help="study name, for one method and one target (default from method, arch, "
+                                      "dataset, target, objective)")
     tune.add_argument("--seed", type=int, default=0, help="the seed every trial uses")
-    tune.add_argument("--batch-size", dest="batch_size", type=int, default=128)
-    tune.add_argument("--device", default="auto")
-    tune.add_argument("--data-root", dest="data_root")
-    tune.add_argument("--out", help="output folder (default results/tune_<study>)")
+    tune.add_argument("--batch-size", dest="batch_size", type=int, default=128, help="batch size")
+    tune.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    tune.add_argument("--data-root", dest="data_root", help="dataset folder (default $TICKETBENCH_DATA or ./data)")
+    tune.add_argument("--out", help="output folder (default results/tune_<study> for one study, else "
+                                    "results/tune_<arch>_<dataset>)")
     tune.add_argument("--heartbeat", type=int, default=30,
                       help="seconds between trial heartbeats; a trial silent for twice that is marked failed")
 
@@ -141,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.sweep import run_sweep
 
     flags = {k: getattr(args, k) for k in ("methods", "arch", "dataset", "sparsity", "seeds", "granularity",
-                                           "regime", "epochs", "train_epochs", "sanity", "amp", "compile", "batch_size", "train_size", "weight_init", "exclude", "device",
+                                           "regime", "epochs", "train_epochs", "sanity", "amp", "compile", "batch_size", "train_size", "tuned", "weight_init", "exclude", "device",
                                            "data_root", "out", "name")}
     flags["hparams"] = parse_sets(args.sets)
     spec = SweepSpec.from_sources(args.config, flags)

@@ -52,6 +52,7 @@ class Cell:
     sanity: str = later("none")
     amp: bool = later(False)  # bf16 autocast changes the numbers, so it is part of the identity
     train_size: int = later(0)  # a fixed subset of this many training examples (0: the whole split)
+    tuned: str = later("")  # "study:trial" of the `bench tune` configuration in `hparams`, "" for defaults
 
     @property
     def id(self) -> str:
@@ -128,6 +129,7 @@ class SweepSpec:
     exclude: list[str] = field(default_factory=list)
     val_size: float = 0.1
     train_size: int = 0
+    tuned: str | None = None
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"
     data_root: str | None = None
@@ -161,6 +163,7 @@ class SweepSpec:
                 raise UserError(f"hyperparameters given for unknown method {m!r}")
         # every method given hyperparameters is validated, also one this run does not include
         self._method_hparams = {m: method_hparams(m, self.hparams.get(m, {})) for m in [*self.methods, *self.hparams]}
+        self._tuned = load_tuned(Path(self.tuned)) if self.tuned else {}
 
     @classmethod
     def from_sources(cls, config: Path | None, flags: dict[str, Any]) -> "SweepSpec":
@@ -186,12 +189,17 @@ class SweepSpec:
             if gran not in cls.granularities:
                 continue
             trains = self.regime == "weak" or cls.dense
+            hparams, tuned = self._method_hparams[method], ""
+            entry = self._tuned.get((method, arch, dataset, gran, float(target)))
+            if entry is not None:  # the tuned configuration, under any --set of this command
+                hparams = method_hparams(method, {**entry["hparams"], **self.hparams.get(method, {})})
+                tuned = f"{entry['study']}:{entry['trial']}"
             base = Cell(method=method, arch=arch, dataset=dataset, target_sparsity=0.0 if cls.dense else float(target),
                         seed=int(seed), granularity=gran, regime=self.regime, epochs=self.epochs,
                         batch_size=self.batch_size,
                         weight_init=cls.default_init(self.regime) if self.weight_init == "auto" else self.weight_init,
                         exclude=tuple(self.exclude), val_size=self.val_size,
-                        hparams=self._method_hparams[method],
+                        hparams=hparams, tuned=tuned,
                         train_epochs=(self.train_epochs or self.epochs) if trains else 0, amp=self.amp,
                         train_size=self.train_size)
             variants = SANITY if self.sanity and not cls.dense else ("none",)
@@ -206,6 +214,19 @@ class SweepSpec:
     @property
     def run_name(self) -> str:
         return self.name or f"{'-'.join(self.arch)}_{'-'.join(self.dataset)}".replace(":", "_").replace("/", "_")
+
+
+def load_tuned(folder: Path) -> dict[tuple[str, str, str, str, float], dict[str, Any]]:
+    """`bench tune`'s manifest in `folder` (tuned.yaml), keyed by (method, arch, dataset, granularity, target)."""
+    path = folder / "tuned.yaml" if folder.is_dir() else folder
+    if not path.is_file():
+        raise UserError(f"--tuned {folder}: no tuned.yaml there (bench tune writes it into its output folder)")
+    data = load_yaml(path)
+    try:
+        return {(e["method"], e["arch"], e["dataset"], e["granularity"], float(e["target_sparsity"])): e
+                for e in data["configs"]}
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path}: not a bench tune manifest (expected configs: [{{method, arch, ...}}])") from None
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

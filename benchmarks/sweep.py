@@ -125,7 +125,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
         "train_epochs": result.train_epochs, "train_s": result.train_s,
         **({f"train_{k}": v for k, v in dataclasses.asdict(recipe).items()} if result.train_epochs else {}),
         "weight_init": pruner.weight_init, "exclude": ";".join(cell.exclude), "val_size": cell.val_size,
-        "train_size": cell.train_size or len(splits.train),
+        "train_size": cell.train_size or len(splits.train), "tuned": cell.tuned or "default",
         "bn_recalibrated": result.bn_recalibrated, "amp": cell.amp, "compile": compile,
         "wall_s": round(time.time() - start, 2), **versions(device),
         **{f"hp_{k}": v for k, v in pruner.record().items()},
@@ -232,6 +232,10 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
         f", {len(failed)} failed before (--rerun-failed retries them)"
     where = f"ray at {address or 'a local cluster'}" if executor == "ray" else f"{workers} worker(s)"
     log(f"bench: {len(cells)} cells, {len(done)} already done{skipped_failed}, {len(todo)} to run on {where} -> {out}")
+    if spec.tuned:
+        default = sorted({c.method for c in cells if not c.tuned})
+        log(f"bench: {sum(1 for c in cells if c.tuned)} of {len(cells)} cells use a tuned configuration from "
+            f"{spec.tuned}" + (f"; defaults for {', '.join(default)} (no study for their cells)" if default else ""))
 
     def started(cell: Cell) -> None:
         mark_running(out, cell, True)

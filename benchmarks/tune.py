@@ -33,10 +33,12 @@ OBJECTIVES = ("constrained", "pareto")
 
 @dataclass
 class TuneSpec:
-    method: str
+    """One `bench tune` command: a study per (method, target), every one with the same trials and epochs."""
+
+    methods: list[str]
     arch: str = "lenet300"
     dataset: str = "mnist"
-    sparsity: float = 0.9
+    sparsity: list[float] = dataclasses.field(default_factory=lambda: [0.9])
     trials: int = 20
     budget_epochs: int = 3
     objective: str = "constrained"
@@ -45,19 +47,29 @@ class TuneSpec:
     seed: int = 0
     granularity: str = "unstructured"
     batch_size: int = 128
+    train_size: int = 0
     device: str = "auto"
     data_root: str | None = None
     out: str | None = None
     heartbeat: int = 30
     progress: bool = False
 
-    @property
-    def study_name(self) -> str:
-        return self.study or f"{self.method}_{self.arch}_{self.dataset}_{self.sparsity:g}_{self.objective}"
+    def study_name(self, method: str, target: float) -> str:
+        return self.study or f"{method}_{self.arch}_{self.dataset}_{target:g}_{self.objective}"
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("results") / f"tune_{self.study_name}".replace(":", "_")
+        if self.out:
+            return Path(self.out)
+        if len(self.methods) == 1 and len(self.sparsity) == 1:
+            return Path("results") / f"tune_{self.study_name(self.methods[0], self.sparsity[0])}".replace(":", "_")
+        return Path("results") / f"tune_{self.arch}_{self.dataset}".replace(":", "_")
+
+    def study_dir(self, method: str, target: float) -> Path:
+        """A study's trials.csv and best.yaml: the output folder itself for a single study, else a subfolder."""
+        if len(self.methods) == 1 and len(self.sparsity) == 1:
+            return self.out_dir
+        return self.out_dir / self.study_name(method, target).replace(":", "_")
 
 
 def _storage(spec: TuneSpec, out: Path):
@@ -77,40 +89,64 @@ def _storage(spec: TuneSpec, out: Path):
             time.sleep(0.5 + attempt)
 
 
-def _cell_spec(spec: TuneSpec, params: dict[str, Any]) -> SweepSpec:
+def _cell_spec(spec: TuneSpec, method: str, target: float, params: dict[str, Any]) -> SweepSpec:
     """The SweepSpec one trial runs: the tuned method at the budget with the sampled hyperparameters."""
-    return SweepSpec(methods=[spec.method], arch=[spec.arch], dataset=[spec.dataset], sparsity=[spec.sparsity],
+    return SweepSpec(methods=[method], arch=[spec.arch], dataset=[spec.dataset], sparsity=[target],
                      seeds=[spec.seed], granularity=[spec.granularity], epochs=spec.budget_epochs,
-                     batch_size=spec.batch_size, hparams={spec.method: params}, device=spec.device)
+                     batch_size=spec.batch_size, train_size=spec.train_size, hparams={method: params},
+                     device=spec.device)
 
 
 def run_tune(spec: TuneSpec) -> Path:
-    import optuna
-
+    """Every (method, target) study of `spec`, one after the other, each with `spec.trials` trials of
+    `spec.budget_epochs` epochs; then the manifest `tuned.yaml` that `bench run --tuned` reads."""
     if spec.objective not in OBJECTIVES:
         raise UserError(f"--objective must be one of {', '.join(OBJECTIVES)}")
-    _cell_spec(spec, {})  # validates method, sparsity and granularity before any work
-    cls = get_method(spec.method)
-    fixed: dict[str, Any] = {}
-    if spec.objective == "pareto":
-        if "target_mode" not in {f.name for f in dataclasses.fields(cls.Hparams)}:
+    if spec.trials < 1 or spec.budget_epochs < 1:
+        raise UserError(f"--trials and --budget-epochs must be at least 1 (got {spec.trials}, {spec.budget_epochs})")
+    if spec.heartbeat < 1:
+        raise UserError(f"--heartbeat must be at least 1 second, got {spec.heartbeat}")
+    if spec.study and len(spec.methods) * len(spec.sparsity) > 1:
+        raise UserError("--study names one study: give one method and one target with it")
+    for method in spec.methods:  # validates names, targets and granularity before any work
+        _cell_spec(spec, method, spec.sparsity[0], {})
+        cls = get_method(method)
+        if cls.search_space is Pruner.search_space:
+            raise UserError(f"method {method!r} declares no search space (nothing to tune); tune only the "
+                            f"searching methods and run the others with their defaults")
+        if spec.objective == "pareto" and "target_mode" not in {f.name for f in dataclasses.fields(cls.Hparams)}:
             raise UserError(f"--objective pareto needs a method whose sparsity comes from a penalty; "
-                            f"{spec.method} has a fixed sparsity")
-        fixed["target_mode"] = "none"  # sparsity is an outcome here, not a target
-    if cls.search_space is Pruner.search_space:
-        raise UserError(f"method {spec.method!r} declares no search space")
+                            f"{method} has a fixed sparsity")
+    for target in spec.sparsity:
+        if not 0.0 < target < 1.0:
+            raise UserError(f"sparsity {target} is outside (0, 1)")
     out = spec.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     device = resolve_device(spec.device)
-    splits = load_dataset(spec.dataset, data_root(spec.data_root)).to(device)
+    splits = load_dataset(spec.dataset, data_root(spec.data_root)).to(device).with_train_size(spec.train_size)
+    storage = _storage(spec, out)
+    studies = [(m, t) for m in spec.methods for t in spec.sparsity]
+    for i, (method, target) in enumerate(studies, 1):
+        print(f"study {i}/{len(studies)}: {spec.study_name(method, target)} ({spec.trials} trials of "
+              f"{spec.budget_epochs} epochs)", flush=True)
+        run_study(spec, method, target, splits, device, storage)
+    write_manifest(spec, storage, out)
+    return out
 
+
+def run_study(spec: TuneSpec, method: str, target: float, splits, device, storage) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cls = get_method(method)
+    fixed: dict[str, Any] = {"target_mode": "none"} if spec.objective == "pareto" else {}  # sparsity is an outcome
     if spec.objective == "pareto":  # multi-objective studies cannot prune on intermediate values
         pruner, directions = optuna.pruners.NopPruner(), ["maximize", "maximize"]
     else:
         pruner, directions = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1), ["maximize"]
-    # TPE reads the sparsity constraint each constrained trial sets
-    study = optuna.create_study(storage=_storage(spec, out), study_name=spec.study_name, directions=directions,
+    # TPE reads the sparsity constraint each constrained trial sets (unseeded: workers sharing a study
+    # must not draw the same start-up trials)
+    study = optuna.create_study(storage=storage, study_name=spec.study_name(method, target), directions=directions,
                                 sampler=optuna.samplers.TPESampler(), pruner=pruner, load_if_exists=True)
 
     # The method's defaults are the first trial, so a study never ends below the default setting.
@@ -120,21 +156,26 @@ def run_tune(spec: TuneSpec) -> Path:
     def objective(trial: optuna.Trial):
         params = {**cls.search_space(trial), **fixed}
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
-        (cell,) = _cell_spec(spec, params).cells()
+        (cell,) = _cell_spec(spec, method, target, params).cells()
         pruner_ = build_pruner(cell, splits)
 
         def report(row: dict[str, Any]) -> None:
+            if row["phase"] != "search":
+                return
+            if spec.progress:
+                print(f"  trial {trial.number} epoch {row['epoch']}/{cell.epochs}: val {row['val_acc']:.2f}% "
+                      f"sparsity {row['sparsity']:.4f}", flush=True)
             if spec.objective == "constrained":
                 trial.report(row["val_acc"], row["epoch"])
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
         start = time.time()
-        result = train(pruner_, splits, cell.epochs, cell.batch_size, device, cell.seed, spec.progress,
-                       on_epoch=report, test=False, recipe=Recipe.for_arch(cell.arch))
+        result = train(pruner_, splits, cell.epochs, cell.batch_size, device, cell.seed, False,
+                       on_epoch=report, test=False, train_epochs=cell.train_epochs, recipe=Recipe.for_arch(cell.arch))
         achieved = pruner_.report().sparsity
         trial.set_user_attr("sparsity", achieved)
-        constraint = spec.sparsity - achieved - 1e-3  # <= 0: target reached (0.1 % slack)
+        constraint = target - achieved - 1e-3  # <= 0: target reached (0.1 % slack)
         trial.set_user_attr("constraint", constraint)
         if spec.objective == "constrained":
             trial.set_constraint("sparsity_reached", constraint)
@@ -146,8 +187,7 @@ def run_tune(spec: TuneSpec) -> Path:
         return (result.val_acc, achieved) if spec.objective == "pareto" else result.val_acc
 
     study.optimize(objective, n_trials=spec.trials, catch=(RuntimeError,))
-    export(study, spec, out)
-    return out
+    export(study, spec, method, target)
 
 
 def best_trials(study, spec: TuneSpec) -> list:
@@ -161,37 +201,77 @@ def best_trials(study, spec: TuneSpec) -> list:
     return sorted(done, key=lambda t: -t.value)
 
 
-def export(study, spec: TuneSpec, out: Path) -> None:
-    """trials.csv (one row per trial), best.yaml (a `bench run --config` fragment) and a printed table."""
+def export(study, spec: TuneSpec, method: str, target: float) -> None:
+    """trials.csv (one row per trial), best.yaml (a `bench run --config` file) and a printed table."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         values = t.values or []
-        rows.append({"study": spec.study_name, "trial": t.number, "state": t.state.name,
+        rows.append({"study": study.study_name, "trial": t.number, "state": t.state.name,
                      "val_acc": values[0] if values else None,
-                     "sparsity": t.user_attrs.get("sparsity"), "target_sparsity": spec.sparsity,
-                     "feasible": t.user_attrs.get("constraint", 1.0) <= 0, "method": spec.method, "arch": spec.arch,
-                     "dataset": spec.dataset, "budget_epochs": spec.budget_epochs, "objective": spec.objective,
-                     "worker": t.user_attrs.get("worker"), "wall_s": t.user_attrs.get("wall_s"),
-                     **{f"hp_{k}": v for k, v in t.params.items()}})
+                     "sparsity": t.user_attrs.get("sparsity"), "target_sparsity": target,
+                     "feasible": t.user_attrs.get("constraint", 1.0) <= 0, "method": method, "arch": spec.arch,
+                     "dataset": spec.dataset, "budget_epochs": spec.budget_epochs, "train_size": spec.train_size,
+                     "objective": spec.objective, "worker": t.user_attrs.get("worker"),
+                     "wall_s": t.user_attrs.get("wall_s"), **{f"hp_{k}": v for k, v in t.params.items()}})
     import pandas as pd
 
-    pd.DataFrame(rows).to_csv(out / "trials.csv", index=False)
+    folder = spec.study_dir(method, target)
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(folder / "trials.csv", index=False)
     best = best_trials(study, spec)
     if not best:
-        print(f"no feasible completed trial yet in study {spec.study_name!r} ({len(rows)} trials)")
+        print(f"no feasible completed trial yet in study {study.study_name!r} ({len(rows)} trials)")
         return
     top = best[0]
-    fixed = {"target_mode": "none"} if spec.objective == "pareto" else {}
-    fragment = {"methods": [spec.method], "arch": [spec.arch], "dataset": [spec.dataset],
-                "sparsity": [spec.sparsity], "granularity": [spec.granularity],
-                "hparams": {spec.method: {**{k: float(v) if isinstance(v, float) else v for k, v in top.params.items()},
-                                          **fixed}}}
-    (out / "best.yaml").write_text(f"# best trial {top.number} of study {spec.study_name}: val_acc "
-                                   f"{top.values[0]:.2f}, sparsity {top.user_attrs.get('sparsity', float('nan')):.4f}\n"
-                                   + yaml.safe_dump(fragment, sort_keys=False))
+    fragment = {"methods": [method], "arch": [spec.arch], "dataset": [spec.dataset], "sparsity": [target],
+                "granularity": [spec.granularity], "batch_size": spec.batch_size, "epochs": spec.budget_epochs,
+                "seeds": [spec.seed], "train_size": spec.train_size, "hparams": {method: best_params(top, spec)}}
+    (folder / "best.yaml").write_text(f"# best trial {top.number} of study {study.study_name}: val_acc "
+                                      f"{top.values[0]:.2f}, sparsity {top.user_attrs.get('sparsity', float('nan')):.4f}"
+                                      f" ({spec.budget_epochs} epochs, seed {spec.seed}; a longer run: --epochs N)\n"
+                                      + yaml.safe_dump(fragment, sort_keys=False))
     print(f"{'trial':>5} {'val_acc':>8} {'sparsity':>9}  params")
     for t in best[:10]:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
         print(f"{t.number:>5} {t.values[0]:8.2f} {t.user_attrs.get('sparsity', float('nan')):9.4f}  {params}")
-    print(f"best parameters: {out / 'best.yaml'} (bench run --config {out / 'best.yaml'} --epochs N); "
-          f"all trials: {out / 'trials.csv'}")
+    print(f"best parameters: {folder / 'best.yaml'} (bench run --config {folder / 'best.yaml'} --epochs N); "
+          f"all trials: {folder / 'trials.csv'}")
+
+
+def best_params(trial, spec: TuneSpec) -> dict[str, Any]:
+    fixed = {"target_mode": "none"} if spec.objective == "pareto" else {}
+    return {**{k: float(v) if isinstance(v, float) else v for k, v in trial.params.items()}, **fixed}
+
+
+MANIFEST = "tuned.yaml"
+
+
+def write_manifest(spec: TuneSpec, storage, out: Path) -> None:
+    """`tuned.yaml`: for every study of this command with a feasible trial, its best configuration, keyed
+    so `bench run --tuned` finds the one for each cell; with the budget every study had."""
+    import optuna
+
+    path = out / MANIFEST
+    manifest = yaml.safe_load(path.read_text()) if path.exists() else None
+    manifest = manifest if isinstance(manifest, dict) else {}
+    entries = {(e["method"], e["arch"], e["dataset"], e["granularity"], float(e["target_sparsity"])): e
+               for e in manifest.get("configs", [])}
+    for method in spec.methods:
+        for target in spec.sparsity:
+            name = spec.study_name(method, target)
+            best = best_trials(optuna.load_study(study_name=name, storage=storage), spec)
+            if not best:
+                continue
+            trials = len(optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False))
+            entries[(method, spec.arch, spec.dataset, spec.granularity, float(target))] = {
+                "method": method, "arch": spec.arch, "dataset": spec.dataset, "granularity": spec.granularity,
+                "target_sparsity": float(target), "study": name, "trial": best[0].number,
+                "val_acc": float(best[0].values[0]), "trials": trials, "budget_epochs": spec.budget_epochs,
+                "train_size": spec.train_size, "objective": spec.objective, "hparams": best_params(best[0], spec)}
+    path.write_text("# bench tune's best configuration per (method, arch, dataset, granularity, target), chosen on "
+                    "validation data; use with: bench run --tuned " + str(out) + "\n"
+                    + yaml.safe_dump({"configs": list(entries.values())}, sort_keys=False))
+    budgets = {(e["trials"], e["budget_epochs"], e["train_size"]) for e in entries.values()}
+    note = "" if len(budgets) <= 1 else " (warning: the studies in it had different budgets: " \
+        + "; ".join(f"{t} trials x {b} epochs, train size {n or 'all'}" for t, b, n in sorted(budgets)) + ")"
+    print(f"tuned configurations: {path} ({len(entries)} studies){note}; run them with bench run --tuned {out}")

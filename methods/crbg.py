@@ -45,7 +45,7 @@ class CRBGMask(Mask):
         self.mu = torch.nn.Parameter(mu)
         self.sigma = hp.sigma
         self.threshold = hp.threshold
-        self.penalty_log_scale: Tensor | None = None  # log(lambda / (n sigma sqrt(2 pi))), armed by `CRBG.penalty`
+        self.penalty_scale: Tensor | None = None  # lambda / (n sigma sqrt(2 pi)) (signed), armed by `CRBG.penalty`
 
     def search_mask(self) -> Tensor:
         return (self.mu + torch.empty_like(self.mu).normal_(0.0, self.sigma)).clamp(0.0, 1.0)
@@ -58,10 +58,10 @@ class CRBGMask(Mask):
     def mask_grad(self, grad_m: Tensor, z: Tensor) -> Tensor:
         # dz/dmu = 1 inside (0, 1), else 0; written over grad_m
         grad = torch.ops.aten.hardtanh_backward.grad_input(grad_m, z, 0.0, 1.0, grad_input=grad_m)
-        log_scale, self.penalty_log_scale = self.penalty_log_scale, None
-        if log_scale is not None:  # + d/dmu of lambda / n * Phi(mu / sigma): lambda / n * phi(mu / sigma) / sigma
+        scale, self.penalty_scale = self.penalty_scale, None
+        if scale is not None:  # + d/dmu of lambda / n * Phi(mu / sigma): lambda / n * phi(mu / sigma) / sigma
             mu = self.mu.detach()
-            grad.add_(torch.addcmul(log_scale, mu, mu, value=-0.5 / self.sigma**2).exp_())
+            grad.addcmul_(torch.mul(mu, mu).mul_(-0.5 / self.sigma**2).exp_(), scale)
         return grad
 
     def binary_mask(self) -> Tensor:
@@ -102,9 +102,9 @@ class CRBG(TargetControlled, Pruner):
         Its gradient, lambda / n * phi(mu / sigma) / sigma, is added by each gate's `mask_grad` in the
         backward that follows (one fused pass, no autograd graph), so the value returned has no graph."""
         s = self.hp.sigma
-        log_scale = self.control.log_lam - math.log(self._n_gates * s * math.sqrt(2.0 * math.pi))
+        scale = self.lam / (self._n_gates * s * math.sqrt(2.0 * math.pi))
         for m in self._gates:
-            m.penalty_log_scale = log_scale
+            m.penalty_scale = scale
         erf_sum = sum(torch.mul(m.mu, 1.0 / (s * math.sqrt(2.0))).erf_().sum() for m in self._gates)
         return self.lam * 0.5 * (1.0 + erf_sum / self._n_gates)
 

@@ -10,6 +10,11 @@ total_steps), and the ramp ends at the fraction ``ramp``. A search of 500 steps 
 therefore follow the same lambda and density trajectories in training-fraction time; a per-step rate
 (the earlier ``lam_lr``) needed thousands of steps to find a lambda two orders of magnitude away and
 left short searches far from their target, for the projection to cut weights the network was using.
+
+Two-sided (``two_sided``, default): a second dual variable enforces density >= target, so the penalty
+weight lambda_pos - lambda_neg turns negative (it rewards open mask entries) when a search ends up
+sparser than its target. One-sided control could only stop pushing there, and the projection then
+added back entries the search had closed (CS at sparsity 0.5: 2.7 % added, validation 95.5 -> 92.8 %).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from torch import Tensor
 from methods.base import Hparams
 
 TARGET_MODES = ("dual+project", "dual", "project", "none")
+BAND = 0.1  # a density off its target by this fraction of it moves log lambda at the full rate
 
 
 @dataclass
@@ -35,6 +41,7 @@ class TargetHparams(Hparams):
     lam_down: float = 10.0
     ramp: float = 0.5
     lead: float = 0.05  # the controller acts on the density predicted this fraction of the search ahead
+    two_sided: bool = True  # also density >= target: a negative penalty weight reopens gates after an overshoot
     target_mode: str = "dual+project"
 
     def __post_init__(self) -> None:
@@ -55,14 +62,16 @@ class DensityController:
     past the target. So the error is taken on the density predicted `lead` of the search ahead (its
     slope, an average over the last `lead` / 5 of the search, extrapolated): lambda stops rising as
     soon as the density moves fast enough to meet the ramp, and falls before an overshoot, not after.
-    The relative error is clipped to [-1, 1]. A mask entry pushed far below its threshold loses its task
+    The error is relative to the target and saturates at `BAND` (10 %) of it. A mask entry pushed far below its threshold loses its task
     gradient, so an overshoot is hard to undo: lambda falls `down` times faster than it rises. The state
     lives on the device, so an update needs no host-device sync.
     """
 
     def __init__(self, lam: float, rate: float, down: float, ramp: float, lead: float, target_density: float,
-                 start_density: Tensor, device: torch.device) -> None:
+                 start_density: Tensor, device: torch.device, two_sided: bool = True) -> None:
         self.log_lam = torch.tensor(math.log(lam), device=device)
+        self.log_neg = torch.tensor(math.log(lam), device=device)  # two-sided: the weight that opens gates again
+        self.two_sided = two_sided
         self.rate, self.down, self.ramp, self.lead = rate, down, ramp, lead
         self.final = target_density
         self.start = max(target_density, float(start_density))
@@ -72,10 +81,12 @@ class DensityController:
 
     @property
     def lam(self) -> Tensor:
-        return self.log_lam.exp()
+        """The signed penalty weight: negative while the density is below the final target (two-sided)."""
+        return self.log_lam.exp() - self.log_neg.exp() if self.two_sided else self.log_lam.exp()
 
     def to(self, device: torch.device) -> None:
-        self.log_lam, self.last, self.slope = (t.to(device) for t in (self.log_lam, self.last, self.slope))
+        self.log_lam, self.log_neg, self.last, self.slope = (
+            t.to(device) for t in (self.log_lam, self.log_neg, self.last, self.slope))
 
     def target(self, step: float) -> float:
         """Cubic ramp from the starting density to the final one over the first `ramp` fraction of steps."""
@@ -88,15 +99,20 @@ class DensityController:
         self.slope = self.slope + smooth * ((density - self.last) * n - self.slope)
         self.last = density.detach().clone()
         predicted = (density + self.lead * self.slope).clamp_min(0.0)
-        err = (predicted / self.target(step + self.lead * n) - 1.0).clamp(-1.0, 1.0)
+        ahead = self.target(step + self.lead * n)
+        err = ((predicted - ahead) / (BAND * ahead)).clamp(-1.0, 1.0)
         rate = self.rate / n * torch.where(err < 0, self.down, 1.0)
         self.log_lam = (self.log_lam + rate * err).clamp(-12.0, 12.0)
+        if self.two_sided:  # the constraint density >= final, with the same rates
+            low = ((self.final - predicted) / (BAND * self.final)).clamp(-1.0, 1.0)
+            self.log_neg = (self.log_neg + self.rate / n * torch.where(low < 0, self.down, 1.0) * low).clamp(-12.0, 12.0)
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"log_lam": self.log_lam, "last": self.last, "slope": self.slope}
+        return {"log_lam": self.log_lam, "log_neg": self.log_neg, "last": self.last, "slope": self.slope}
 
     def load_state_dict(self, state: dict[str, Tensor], device: torch.device) -> None:
-        self.log_lam, self.last, self.slope = (state[k].to(device) for k in ("log_lam", "last", "slope"))
+        self.log_lam, self.log_neg, self.last, self.slope = (
+            state[k].to(device) for k in ("log_lam", "log_neg", "last", "slope"))
 
 
 class TargetControlled:
@@ -108,7 +124,8 @@ class TargetControlled:
 
     def init_control(self) -> None:
         self.control = DensityController(self.hp.lam, self.hp.lam_rate, self.hp.lam_down, self.hp.ramp,
-                                         self.hp.lead, 1.0 - self.target, self.density(), self.device)
+                                         self.hp.lead, 1.0 - self.target, self.density(), self.device,
+                                         self.hp.two_sided)
 
     def start_control(self, total_steps: int) -> None:
         self.control.total_steps = total_steps

@@ -19,11 +19,15 @@ def series_label(method: str, granularity: str, sanity: str = "none") -> str:
 
 
 def add_series(df: pd.DataFrame) -> pd.DataFrame:
-    """A `series` label per row: the method, its granularity when structured, and its sanity check; with the
-    epoch budget too when the rows have several, so runs of different length are never averaged together."""
+    """A `series` label per row: the method, its granularity when structured, its sanity check, and
+    "(tuned)" for cells run with `bench run --tuned`; with the epoch budget too when the rows have several, so runs of different length are never averaged together."""
     sanity = df["sanity"] if "sanity" in df else pd.Series("none", index=df.index)
     out = df.copy()
     out["series"] = [series_label(m, g, s) for m, g, s in zip(df["method"], df["granularity"], sanity)]
+    if "tuned" in df:  # a method run with `bench tune`'s configuration is its own series beside its defaults
+        tuned = df["tuned"].fillna("default").astype(str)
+        out["series"] = [f"{label} (tuned)" if t not in ("", "default") else label
+                         for label, t in zip(out["series"], tuned)]
     if "epochs" in df and pd.to_numeric(df["epochs"], errors="coerce").nunique() > 1:
         out["series"] = [f"{label} ({int(float(e))} ep)" for label, e in zip(out["series"], df["epochs"])]
     return out

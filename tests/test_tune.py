@@ -145,3 +145,50 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres):
     assert sorted(t.number for t in trials) == list(range(6))  # none lost, none duplicated
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers contributed
+
+
+def test_equal_budget_tuning_of_several_methods_then_bench_run_tuned(tmp_path, capsys):
+    """One command tunes every method at every target with the same budget; `bench run --tuned` runs each
+    cell with its own study's best configuration, rows say which, and reports keep tuned and default apart."""
+    out = tmp_path / "t"
+    assert main(["tune", "--methods", "crbg,edgepopup", "--arch", "lenet300", "--dataset", "synthetic",
+                 "--sparsity", "0.5,0.8", "--trials", "2", "--budget-epochs", "1", "--batch-size", "64",
+                 "--out", str(out)]) == 0
+    manifest = yaml.safe_load((out / "tuned.yaml").read_text())["configs"]
+    assert {(e["method"], e["target_sparsity"]) for e in manifest} == {
+        ("crbg", 0.5), ("crbg", 0.8), ("edgepopup", 0.5), ("edgepopup", 0.8)}
+    assert {(e["trials"], e["budget_epochs"]) for e in manifest} == {(2, 1)}  # the same budget for every study
+    for e in manifest:
+        trials = pd.read_csv(out / e["study"] / "trials.csv")
+        assert len(trials) == 2 and (trials.method == e["method"]).all()
+    run_out = tmp_path / "run"
+    args = ["run", "--methods", "crbg,edgepopup,random", "--arch", "lenet300", "--dataset", "synthetic",
+            "--sparsity", "0.5,0.8", "--epochs", "1", "--batch-size", "64", "--no-progress", "--out", str(run_out)]
+    assert main(args + ["--tuned", str(out)]) == 0
+    assert "defaults for random" in capsys.readouterr().err
+    assert main(args) == 0  # the same grid with defaults: separate cells, the same folder
+    runs = pd.read_csv(run_out / "runs.csv")
+    assert len(runs) == 12 and runs.cell.is_unique
+    tuned = runs[runs.tuned != "default"]
+    assert sorted(tuned.method) == ["crbg", "crbg", "edgepopup", "edgepopup"]
+    for e in manifest:
+        row = tuned[(tuned.method == e["method"]) & (tuned.target_sparsity == e["target_sparsity"])].iloc[0]
+        assert row.tuned == f"{e['study']}:{e['trial']}"
+        for k, v in e["hparams"].items():
+            assert row[f"hp_{k}"] == pytest.approx(v)
+    rep = tmp_path / "rep"
+    assert main(["report", str(run_out), "--out", str(rep)]) == 0
+    index = (rep / "index.md").read_text()  # the accuracy table: tuned and default rows side by side
+    assert "| crbg (tuned)" in index and "| crbg |" in index and "| edgepopup (tuned)" in index
+    assert main(["run", "--tuned", str(tmp_path / "nowhere"), "--dataset", "synthetic"]) == 2
+    assert "no tuned.yaml" in capsys.readouterr().err
+
+
+def test_tune_rejects_bad_budgets_in_one_line(tmp_path, capsys):
+    for extra, needle in ((["--trials", "0"], "--trials and --budget-epochs"),
+                          (["--heartbeat", "0"], "--heartbeat must be at least 1"),
+                          (["--methods", "random"], "declares no search space"),
+                          (["--sparsity", "0.5,0.8", "--study", "x"], "--study names one study")):
+        assert main(TUNE + extra + ["--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1
