@@ -10,7 +10,9 @@ Our choices, recorded in every row:
 - the penalty is a mean over mask entries, so lambda means the same on any model; the published
   sum-penalty lambda = 1e-8 corresponds to lam = 1e-8 x (number of prunable weights);
 - a target sparsity is reached as for CRBG: dual ascent on lambda toward a density ramp and an exact
-  global projection of s at the end (`target_mode`, "none" = the published uncontrolled behaviour);
+  global projection of s at the end (`target_mode`, "none" = the published uncontrolled behaviour),
+  one-sided (`two_sided` False: a negative lambda reopened saturated logits all at once and the search
+  diverged); the mask learning rate is per search (`lr_ref_steps`, see `methods.schedules.per_search_lr`);
 - strong regime (our adaptation; CS was published with trained weights): the weights stay frozen at
   init and only s is trained, with a mask learning rate of 1.0 (frozen weights give the logits a weaker
   signal; on MNIST LeNet-300-100 at 0.9, 10 epochs: 97.9 % against 96.9 % with the paper's 0.1). Weak regime (the paper): weights and s are trained jointly, the weights
@@ -43,6 +45,7 @@ class CSHparams(TargetHparams):
     rewind_epoch: int = 2
     lam: float = 1e-2
     schedule: str = "cosine"
+    two_sided: bool = False  # a negative lambda reopens saturated logits all at once and destabilised CS
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -13,6 +13,11 @@ untrained random network, whose predictions carry no task information, so the ob
 task cross-entropy (`objective="auto"`). Weak regime (rewind mode): the dense network is first trained
 for `rewind_epochs` epochs with the standard recipe, the search runs on those weights, and the ticket is
 trained from them. No data augmentation during the search, as in the paper.
+
+Budget independence (ours): the Adam rate is ``lr`` for a search of ``lr_ref_steps`` steps, scaled by
+lr_ref_steps / steps, and the balancing average spans the same fraction of any search as the paper's
+0.99 does at that length. ``two_sided`` (off by default, not in the paper) also pulls the density proxy up
+to the budget; on 720 steps it moved the median gates to the target but the projection then cost more.
 """
 
 from __future__ import annotations

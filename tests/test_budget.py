@@ -1,0 +1,47 @@
+"""Target control that does not depend on the step budget (issue: a fair comparison at any budget), and the
+fixed training subset that step-budget studies use."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from benchmarks.cli import main
+
+
+@pytest.mark.parametrize("batch,epochs", [(64, 10), (16, 20)], ids=["240-steps", "1880-steps"])
+def test_penalty_methods_reach_their_target_before_the_projection(mnist_data_root, tmp_path, batch, epochs):
+    """CRBG and CS end within 0.01 of the target before the exact projection, on a few hundred and on a few
+    thousand steps of the same 1,500 MNIST images, so the projection changes almost nothing."""
+    out = tmp_path / "r"
+    assert main(["run", "--methods", "crbg,cs", "--arch", "lenet300", "--dataset", "mnist", "--sparsity", "0.9",
+                 "--train-size", "1500", "--batch-size", str(batch), "--epochs", str(epochs), "--no-progress",
+                 "--data-root", str(mnist_data_root), "--out", str(out)]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 2 and (runs.train_size == 1500).all()
+    for _, row in runs.iterrows():
+        assert abs(row.sparsity_before_projection - 0.9) <= 0.01, row.method
+        assert abs(row.val_acc_before_projection - row.val_acc_after_projection) <= 1.0, row.method
+        assert row.sparsity == pytest.approx(0.9, abs=1e-3)
+
+
+def test_train_size_is_a_fixed_subset_recorded_and_part_of_the_cell(mnist_data_root, tmp_path, capsys):
+    from benchmarks.data import load_dataset
+
+    splits = load_dataset("mnist", mnist_data_root)
+    a, b = splits.with_train_size(100), splits.with_train_size(100)
+    assert len(a.train) == 100 and (a.train.tensors[1] == b.train.tensors[1]).all()  # the same examples
+    assert a.val is splits.val and a.test is splits.test  # validation and test untouched
+    out = tmp_path / "r"
+    base = ["run", "--methods", "edgepopup", "--arch", "lenet300", "--dataset", "mnist", "--sparsity", "0.5",
+            "--epochs", "1", "--no-progress", "--data-root", str(mnist_data_root), "--out", str(out), "--seeds", "0,1"]
+    assert main(base + ["--train-size", "256"]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert (runs.train_size == 256).all() and len(runs) == 2
+    assert main(base + ["--train-size", "512"]) == 0  # another size: other cells beside them
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(runs.train_size) == [256, 256, 512, 512] and runs.cell.is_unique
+    capsys.readouterr()
+    assert main(base + ["--train-size", "99999999"]) == 2
+    err = capsys.readouterr().err
+    assert "--train-size 99999999 is outside 1..54000" in err and len(err.strip().splitlines()) == 1
