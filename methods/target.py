@@ -5,7 +5,7 @@ follows a cubic ramp (Zhu and Gupta 2017) from where it starts down to 1 - targe
 projection at the end (`Pruner.project_global`) then removes the last few hundredths.
 
 Budget independence: every rate is stated per fraction of the search, not per step. ``lam_rate`` is
-how far log lambda may move over the whole search at a relative error of 1 (per step: lam_rate /
+how far log lambda may move over the whole search at full error (`BAND`; per step: lam_rate /
 total_steps), and the ramp ends at the fraction ``ramp``. A search of 500 steps and one of 500,000
 therefore follow the same lambda and density trajectories in training-fraction time; a per-step rate
 (the earlier ``lam_lr``) needed thousands of steps to find a lambda two orders of magnitude away and
@@ -14,7 +14,8 @@ left short searches far from their target, for the projection to cut weights the
 Two-sided (``two_sided``, default): a second dual variable enforces density >= target, so the penalty
 weight lambda_pos - lambda_neg turns negative (it rewards open mask entries) when a search ends up
 sparser than its target. One-sided control could only stop pushing there, and the projection then
-added back entries the search had closed (CS at sparsity 0.5: 2.7 % added, validation 95.5 -> 92.8 %).
+added back entries the search had closed (one-sided CS at sparsity 0.5: 2.7 % added, validation
+95.5 -> 92.8 %). CS itself stays one-sided (see `methods.cs`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class TargetHparams(Hparams):
     """The target-control knobs of a `TargetControlled` method (its own `lam`, the initial lambda, beside)."""
 
     method: ClassVar[str]
-    lam_rate: float = 40.0  # log-lambda units over the whole search at relative error 1 (per step: / steps)
+    lam_rate: float = 40.0  # log-lambda units over the whole search at full error (per step: / steps)
     lam_down: float = 10.0
     ramp: float = 0.5
     lead: float = 0.05  # the controller acts on the density predicted this fraction of the search ahead
