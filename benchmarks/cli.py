@@ -148,7 +148,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmarks.spec import SweepSpec, parse_sets
+    from benchmarks.spec import SweepSpec, load_yaml, parse_sets
     from benchmarks.summary import summary_table
     from benchmarks.sweep import run_sweep
 
@@ -157,10 +157,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                                            "data_root", "out", "name")}
     flags["hparams"] = parse_sets(args.sets)
     spec = SweepSpec.from_sources(args.config, flags)
+    implicit = [f"no --{key} given: using {','.join(getattr(spec, key))} (bench list {key}s lists the others)"
+                for key in ("dataset", "arch") if flags[key] is None and not (args.config and key in load_yaml(args.config))]
     progress = args.progress and sys.stderr.isatty()  # bars on a terminal; one line per cell in logs
     out, rows = run_sweep(spec, progress=progress, download=args.download, rerun_failed=args.rerun_failed,
-                          force=args.force, workers=args.workers, executor=args.executor, address=args.address)
-    print(summary_table(out))
+                          force=args.force, workers=args.workers, executor=args.executor, address=args.address,
+                          notes=implicit)
+    print(summary_table(out, {c.id for c in spec.cells()}))
     failed = [r for r in rows if r["status"] != "ok"]
     for r in failed:
         print(f"failed: {r['cell']} {r['method']} target {r['target_sparsity']} seed {r['seed']}: {r['error']}")

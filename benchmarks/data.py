@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -136,38 +138,51 @@ MNIST_FILES = {
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an idx file, plain or gzipped (`path` without the .gz suffix)."""
+    """Read an idx file of unsigned bytes, plain or gzipped (`path` without the .gz suffix); a damaged file is a
+    one-line `UserError` naming it."""
     gz = path.with_name(path.name + ".gz")
-    if path.exists():
-        raw = path.read_bytes()
-    elif gz.exists():
-        raw = gzip.decompress(gz.read_bytes())
-    else:
-        raise FileNotFoundError(path)
+    source = path if path.exists() else gz
+    try:
+        if path.exists():
+            raw = path.read_bytes()
+        elif gz.exists():
+            raw = gzip.decompress(gz.read_bytes())
+        else:
+            raise FileNotFoundError(path)
+    except (EOFError, OSError, zlib.error) as e:  # truncated or not gzip at all (gzip.BadGzipFile is an OSError)
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise UserError(f"{source}: unreadable ({type(e).__name__}: {e}); delete it and download or copy it again") from None
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise UserError(f"{source}: not an idx file of unsigned bytes (bad magic number); delete it and download "
+                        f"or copy it again")
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=min(len(raw), 4 + 4 * ndim))
     if data.size != int(np.prod(dims)):
-        raise UserError(f"{path}: truncated idx file ({data.size} values, header says {dims})")
+        raise UserError(f"{source}: truncated idx file ({data.size} values, header says {dims})")
     return data.reshape(dims)
 
 
 def _mnist_arrays(root: Path, download: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     raw = root / "MNIST" / "raw"
     needed = [raw / f for pair in MNIST_FILES.values() for f in pair]
+    files = ", ".join(f"{f}.gz" for pair in MNIST_FILES.values() for f in pair)
+    where = f"pass --data-root DIR or set $TICKETBENCH_DATA to a folder with MNIST/raw/ in it, or put {files} in {raw}"
     if not all(p.exists() or p.with_name(p.name + ".gz").exists() for p in needed):
-        if download:
-            try:
-                import torchvision
+        if not download:
+            raise UserError(f"MNIST not found under {raw}; {where}")
+        created = next((p for p in reversed([raw, *raw.parents]) if not p.exists()), None)
+        try:
+            import torchvision
 
-                torchvision.datasets.MNIST(str(root), train=True, download=True)
-                torchvision.datasets.MNIST(str(root), train=False, download=True)
-            except Exception as e:  # no network, read-only root, ...
-                raise UserError(f"MNIST not found under {raw} and download failed ({type(e).__name__}); "
-                                f"put {', '.join(f'{f}.gz' for pair in MNIST_FILES.values() for f in pair)} "
-                                f"in {raw}") from None
-        else:
-            raise UserError(f"MNIST not found: put the four idx files (.gz or plain) in {raw}")
+            torchvision.datasets.MNIST(str(root), train=True, download=True)
+            torchvision.datasets.MNIST(str(root), train=False, download=True)
+        except Exception as e:  # no network, read-only root, ...
+            if created is not None and created.exists() and not any(p.is_file() for p in created.rglob("*")):
+                shutil.rmtree(created, ignore_errors=True)  # leave no empty folder tree behind
+            raise UserError(f"MNIST not found under {raw} and the download failed ({type(e).__name__}: no network?); "
+                            f"{where}") from None
     return {split: (read_idx(raw / xi), read_idx(raw / yi)) for split, (xi, yi) in MNIST_FILES.items()}
 
 
@@ -199,7 +214,8 @@ def _cifar(name: str, root: Path, download: bool, val_size: float) -> Splits:
         test_set = cls(str(root), train=False, download=download)
     except Exception as e:
         raise UserError(f"{name} not found under {root / folder} and could not be downloaded "
-                        f"({type(e).__name__}); put the extracted python-version archive there") from None
+                        f"({type(e).__name__}: no network?); pass --data-root DIR or set $TICKETBENCH_DATA to a "
+                        f"folder holding {folder}/ (the extracted python-version archive)") from None
 
     def as_tensors(ds) -> tuple[Tensor, Tensor]:
         return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)

@@ -9,6 +9,7 @@ of cells that have a run row.
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import os
 from pathlib import Path
@@ -18,7 +19,18 @@ import torch
 
 from benchmarks.errors import UserError
 
-RUNS, CURVES, LAYERS, MASKS = "runs.csv", "curves.csv", "layers.csv", "masks"
+RUNS, CURVES, LAYERS, MASKS, LOCK = "runs.csv", "curves.csv", "layers.csv", "masks", ".lock"
+# The columns readers rely on: type, and for numbers the valid range (accuracies in %, sparsities as fractions).
+Schema = dict[str, tuple[type, float | None, float | None]]
+RUN_COLUMNS: Schema = {"cell": (str, None, None), "method": (str, None, None), "granularity": (str, None, None),
+                       "regime": (str, None, None), "arch": (str, None, None), "dataset": (str, None, None),
+                       "target_sparsity": (float, 0.0, 1.0), "seed": (int, None, None), "status": (str, None, None)}
+OK_RUN_COLUMNS: Schema = {"sparsity": (float, 0.0, 1.0), "test_acc": (float, 0.0, 100.0), "val_acc": (float, 0.0, 100.0)}
+CURVE_COLUMNS: Schema = {"cell": (str, None, None), "epoch": (int, 0, None), "val_acc": (float, 0.0, 100.0),
+                         "sparsity": (float, 0.0, 1.0)}
+LAYER_COLUMNS: Schema = {"cell": (str, None, None), "layer": (str, None, None), "weights": (int, 0, None),
+                         "kept": (int, 0, None), "sparsity": (float, 0.0, 1.0)}
+ROW_KEYS = {RUNS: ("cell",), CURVES: ("cell", "phase", "epoch"), LAYERS: ("cell", "layer")}  # one row per key
 
 
 def _fsync_write(path: Path, text: str, mode: str) -> None:
@@ -121,6 +133,73 @@ def read_rows(path: Path) -> list[dict[str, str]]:
                 raise UserError(f"{path}: line {reader.line_num}: wrong number of fields")
             rows.append(row)
         return rows
+
+
+def check_rows(path: Path, rows: list[dict[str, str]], columns: Schema, only_ok: bool = False) -> None:
+    """Check that `columns` exist, parse and lie in range (in ok rows only, with `only_ok`: failed rows have no
+    numbers); a `UserError` names the file, line and value of the first bad one."""
+    if rows:
+        missing = [c for c in columns if c not in rows[0]]
+        if missing:
+            raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
+    for i, row in enumerate(rows):
+        if only_ok and row.get("status") != "ok":
+            continue
+        for col, (typ, lo, hi) in columns.items():
+            try:
+                value = typ(row[col])
+            except ValueError:
+                raise UserError(f"{path}: line {i + 2}: column {col!r} is not a {typ.__name__}: {row[col]!r}") from None
+            if typ is not str and (value != value or (lo is not None and value < lo) or (hi is not None and value > hi)):
+                span = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+                raise UserError(f"{path}: line {i + 2}: column {col!r} is {row[col]!r}, outside {span}")
+
+
+def duplicate_cells(out: Path) -> list[str]:
+    """Cells with more than one row in ``runs.csv`` (left by concurrent writers before folders were locked)."""
+    seen: dict[str, int] = {}
+    for row in read_rows(out / RUNS):
+        seen[row["cell"]] = seen.get(row["cell"], 0) + 1
+    return [cell for cell, n in seen.items() if n > 1]
+
+
+def drop_duplicates(out: Path) -> list[str]:
+    """Keep the last row of every key in each CSV (`ROW_KEYS`); return the cells that had duplicate runs rows."""
+    cells = duplicate_cells(out)
+    for name, key in ROW_KEYS.items():
+        path = out / name
+        rows = read_rows(path)
+        last = {tuple(row.get(k) for k in key): row for row in rows}
+        if len(last) < len(rows):
+            _rewrite(path, read_header(path), list(last.values()))
+    return cells
+
+
+class FolderLock:
+    """One `bench run` at a time per results folder: an exclusive advisory lock on ``<out>/.lock``, released
+    when the process ends however it ends. A second run on the same folder is refused in one line."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / LOCK
+        self.file = None
+
+    def __enter__(self) -> "FolderLock":
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            owner = self.file.read().strip() or "?"
+            self.file.close()
+            raise UserError(f"{self.path.parent} is in use by another bench run (pid {owner}); wait for it to "
+                            f"finish (bench status {self.path.parent}) or give this run its own --out") from None
+        self.file.truncate(0)
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()  # closing releases the lock
 
 
 def cell_status(out: Path) -> dict[str, str]:

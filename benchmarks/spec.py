@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,13 @@ def method_hparams(method: str, overrides: dict[str, Any]) -> tuple[tuple[str, A
         if key not in types:
             raise UserError(f"unknown hyperparameter {method}.{key}; {method} has: {', '.join(types)}")
     values = {k: parse_value(v, types[k], f"{method}.{k}") for k, v in overrides.items()}
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{method}.{key} = {value} is not a finite number")
+        if (key == "lr" or key.endswith("_lr")) and isinstance(value, float) and value <= 0:
+            raise UserError(f"{method}.{key} = {value}: a learning rate must be > 0")
+        if key == "momentum" and not 0 <= value < 1:
+            raise UserError(f"{method}.{key} = {value} is outside [0, 1)")
     try:
         hp = cls(**values)
     except ValueError as e:
@@ -156,6 +164,9 @@ class SweepSpec:
             raise UserError("train_epochs must be at least 1")
         if self.train_size < 0:
             raise UserError(f"train_size must be at least 1 (or 0 for the whole training split), got {self.train_size}")
+        if self.name is not None and (not self.name or Path(self.name).name != self.name or self.name in (".", "..")):
+            raise UserError(f"--name {self.name!r} must be a plain folder name (it is created under results/; "
+                            f"use --out for another place)")
         if not 0.0 < self.val_size < 1.0:
             raise UserError(f"val_size {self.val_size} is outside (0, 1)")
         for m in self.hparams:
@@ -234,6 +245,10 @@ def load_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise UserError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder; --config takes a YAML file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {path} ({getattr(e, 'strerror', None) or type(e).__name__})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import math
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,18 +17,16 @@ import torch
 from tqdm.auto import tqdm
 
 import benchmarks
+from benchmarks.console import log
 from benchmarks.data import Splits
 from benchmarks.errors import UserError
-from benchmarks.results import CURVES, LAYERS, RUNS, append_rows, cell_status, prepare_out, purge_orphans, save_masks
+from benchmarks.results import (CURVES, LAYERS, OK_RUN_COLUMNS, RUN_COLUMNS, RUNS, FolderLock, append_rows,
+                                cell_status, check_rows, drop_duplicates, prepare_out, purge_orphans, read_rows,
+                                save_masks)
 from benchmarks.spec import Cell, SweepSpec
 from benchmarks.trainer import Checkpoint, Recipe, Speed, resolve_device, train
 from benchmarks.zoo import MODELS, build_model
 from methods import Pruner, get_method
-
-
-def log(message: str) -> None:
-    """A progress line on stderr that does not break the progress bars (stdout carries the results)."""
-    tqdm.write(message, file=sys.stderr)
 
 
 def versions(device: torch.device) -> dict[str, str]:
@@ -45,6 +44,9 @@ class CellResult:
     curves: list[dict[str, Any]]
     layers: list[dict[str, Any]]
     masks: dict[str, torch.Tensor] | None
+
+
+TARGET_TOLERANCE = 0.01  # most a cell's achieved sparsity may miss an exactly enforced target by
 
 
 def build_pruner(cell: Cell, splits: Splits) -> Pruner:
@@ -113,6 +115,11 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
                "error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
         return CellResult(run, [], [], None)
     report = pruner.report()
+    achieved = report.unit_sparsity if report.unit_sparsity is not None else report.sparsity
+    status, error = "ok", ""
+    if pruner.exact_target and abs(achieved - cell.target_sparsity) > TARGET_TOLERANCE:
+        status, error = "failed", (f"achieved sparsity {achieved:.4f} misses the target {cell.target_sparsity} by "
+                                   f"more than {TARGET_TOLERANCE} (a collapsed or diverged search?)")
     run = {
         **base,
         "sparsity": report.sparsity,
@@ -127,9 +134,9 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
         "weight_init": pruner.weight_init, "exclude": ";".join(cell.exclude), "val_size": cell.val_size,
         "train_size": cell.train_size or len(splits.train), "tuned": cell.tuned or "default",
         "bn_recalibrated": result.bn_recalibrated, "amp": cell.amp, "compile": compile,
-        "wall_s": round(time.time() - start, 2), **versions(device),
+        "wall_s": round(time.time() - start + result.wall_before, 2), **versions(device),
         **{f"hp_{k}": v for k, v in pruner.record().items()},
-        "status": "ok", "error": "",
+        "status": status, "error": error,
     }
     key = {"cell": cell.id, "method": cell.method, "granularity": cell.granularity, "regime": cell.regime,
            "sanity": cell.sanity, "target_sparsity": cell.target_sparsity, "seed": cell.seed}
@@ -193,9 +200,10 @@ def output_dir(spec: SweepSpec) -> Path:
 
 def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rerun_failed: bool = False,
               force: bool = False, workers: int = 1, executor: str = "local",
-              address: str | None = None) -> tuple[Path, list[dict[str, Any]]]:
+              address: str | None = None, notes: list[str] = ()) -> tuple[Path, list[dict[str, Any]]]:
     """Run every cell of `spec` not already finished in the output folder (failed ones too with
-    `rerun_failed`, every one with `force`) on the chosen executor; return the folder and the new rows."""
+    `rerun_failed`, every one with `force`) on the chosen executor; return the folder and the new rows.
+    `notes` are logged once the input has been checked (e.g. which defaults the command line filled in)."""
     from benchmarks import executors
 
     try:
@@ -207,9 +215,70 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
     if executor not in executors.EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; choose from {', '.join(executors.EXECUTORS)}")
     check_spec(spec, device)
+    cells = spec.cells()
+    if executor == "local":  # missing data fails here, before any file is written (a Ray cluster has its own disks)
+        for name in dict.fromkeys(c.dataset for c in cells):
+            executors.dataset(name, spec.data_root, download, spec.val_size).with_train_size(spec.train_size)
     out = output_dir(spec)
     prepare_out(out)
-    cells = spec.cells()
+    for note in notes:
+        log(f"bench: {note}")
+    with FolderLock(out):
+        rows = _run_locked(spec, cells, out, progress, download, rerun_failed, force, workers, executor, address,
+                           device)
+    return out, rows
+
+
+LONG_CPU_CELL_S = 1800.0  # a cell expected to take longer than this on the CPU gets a warning before the sweep
+
+
+def dense_step_seconds(arch: str, splits: Splits, batch_size: int) -> float:
+    """Wall seconds of one dense training step of `arch` at `batch_size` on the CPU, timed on a batch of at
+    most 8 random inputs after a warm-up step and scaled linearly (a mask search step costs about as much)."""
+    torch.manual_seed(0)
+    model = build_model(arch, splits.num_classes, splits.input_shape)
+    n = min(batch_size, 8)
+    x, y = torch.randn(n, *splits.input_shape), torch.randint(0, splits.num_classes, (n,))
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        times.append(time.perf_counter() - t0)
+    return times[-1] * batch_size / n
+
+
+def warn_long_cpu_cells(cells: list[Cell], spec: SweepSpec, download: bool) -> None:
+    """Before a sweep on the CPU, estimate each architecture's cell time from one timed step and warn where a
+    cell would take longer than `LONG_CPU_CELL_S`, suggesting a GPU or a smaller architecture."""
+    from benchmarks import executors
+
+    for (arch, dataset), group in itertools.groupby(sorted(cells, key=lambda c: (c.arch, c.dataset)),
+                                                    key=lambda c: (c.arch, c.dataset)):
+        group = list(group)
+        cell = max(group, key=lambda c: c.epochs + c.train_epochs)
+        splits = executors.dataset(dataset, spec.data_root, download, cell.val_size).with_train_size(cell.train_size)
+        steps = math.ceil(len(splits.train) / cell.batch_size) * (cell.epochs + cell.train_epochs)
+        step_s = dense_step_seconds(arch, splits, cell.batch_size)
+        if step_s * steps > LONG_CPU_CELL_S:
+            log(f"bench: warning: on the CPU one training step of {arch} on {dataset} takes about {step_s:.2f}s, so "
+                f"a cell of {steps} steps takes about {step_s * steps / 3600:.1f} h ({len(group)} such cells: "
+                f"{step_s * steps * len(group) / 3600:.1f} h). Use a GPU (--device cuda), a smaller --arch "
+                f"(bench list archs), fewer --epochs or --train-size N")
+
+
+def _run_locked(spec: SweepSpec, cells: list[Cell], out: Path, progress: bool, download: bool, rerun_failed: bool,
+                force: bool, workers: int, executor: str, address: str | None,
+                device: torch.device) -> list[dict[str, Any]]:
+    """`run_sweep` once this process holds the output folder: plan, run the cells, write their rows."""
+    from benchmarks import executors
+
+    duplicates = drop_duplicates(out)
+    if duplicates:
+        log(f"bench: {out / RUNS} held several rows for {len(duplicates)} cell(s) ({', '.join(duplicates[:5])}"
+            f"{', ...' if len(duplicates) > 5 else ''}), left by concurrent runs; kept the last row of each")
+    existing = read_rows(out / RUNS)
+    check_rows(out / RUNS, existing, RUN_COLUMNS)
+    check_rows(out / RUNS, existing, OK_RUN_COLUMNS, only_ok=True)
     status = cell_status(out)
     purge_orphans(out, set(status))
     done = [c for c in cells if status.get(c.id) == "ok"]
@@ -225,13 +294,12 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
     job = executors.Job(spec.data_root, spec.device, download, progress=progress and workers == 1,
                         checkpoints=str(checkpoints), running=str(out / RUNNING), compile=spec.compile,
                         share_search=spec.sanity)
-    if executor == "local":  # missing data fails here, before any work (a Ray cluster has its own disks)
-        for name in dict.fromkeys(c.dataset for c in todo):
-            executors.dataset(name, spec.data_root, download, spec.val_size).with_train_size(spec.train_size)
     skipped_failed = "" if rerun_failed or force or not failed else \
         f", {len(failed)} failed before (--rerun-failed retries them)"
     where = f"ray at {address or 'a local cluster'}" if executor == "ray" else f"{workers} worker(s)"
     log(f"bench: {len(cells)} cells, {len(done)} already done{skipped_failed}, {len(todo)} to run on {where} -> {out}")
+    if device.type == "cpu" and executor == "local" and todo:
+        warn_long_cpu_cells(todo, spec, download)
     if spec.tuned:
         default = sorted({c.method for c in cells if not c.tuned})
         log(f"bench: {sum(1 for c in cells if c.tuned)} of {len(cells)} cells use a tuned configuration from "
@@ -272,7 +340,7 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
             f"target {cell.target_sparsity} seed {cell.seed}{sanity}: {msg} ({r['wall_s']:.0f}s, ETA {eta:.0f}s)")
     bar.close()
     cell_bars.close()
-    return out, rows
+    return rows
 
 
 class SnapshotKeeper:

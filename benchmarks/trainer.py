@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
+from benchmarks.console import log
 from benchmarks.data import Splits, batches
 from benchmarks.zoo import TRAIN_LR
 from methods import Pruner
@@ -83,6 +84,7 @@ class TrainResult:
     train_s: float = 0.0
     search_from: str = ""  # the cell whose search this cell resumed from (a sanity check's parent), if not itself
     projection: dict[str, float] = field(default_factory=dict)  # `CellRun.finalize`: the search's mask vs the final one
+    wall_before: float = 0.0  # wall seconds spent on this cell by earlier, interrupted runs (its checkpoint's)
 
 
 @torch.no_grad()
@@ -151,11 +153,14 @@ class Checkpoint:
         self.path = path
 
     def load(self) -> dict[str, Any] | None:
+        """The saved state, or None. An unreadable file (cut by a disk failure: we write atomically) is
+        reported in one line and ignored, and the cell starts afresh."""
         if self.path is None or not self.path.exists():
             return None
         try:
             return torch.load(self.path, map_location="cpu", weights_only=False)
-        except Exception:  # a checkpoint cut by a crash of the disk, not by us (we write atomically)
+        except Exception as e:
+            log(f"bench: checkpoint {self.path} is unreadable ({type(e).__name__}); its cell starts afresh")
             return None
 
     def save(self, state: dict[str, Any]) -> None:
@@ -194,9 +199,15 @@ class CellRun:
         self.projection: dict[str, float] = {}  # the search's own binary mask against the final one
         self.ckpt = Checkpoint(checkpoint)
         self.resume = self.ckpt.load()  # read once: the state a killed run left, or None
+        self.started = time.time()
+        self.wall_before = self.resume.get("wall", 0.0) if self.resume else 0.0  # wall seconds of earlier runs
         self.cell_id = checkpoint.stem if checkpoint is not None else ""  # checkpoints are named by cell id
         # whose search this cell's state comes from: its own, or a cell it resumed from (`train`'s share_search)
         self.search_origin = self.resume.get("search_origin", self.cell_id) if self.resume else self.cell_id
+        if self.resume:
+            origin = "" if self.search_origin == self.cell_id else f" (the search of cell {self.search_origin})"
+            log(f"bench: cell {self.cell_id} resumes from its checkpoint after {self.resume['phase']} epoch "
+                f"{self.resume['epoch']}{origin}")
         self.steps_per_epoch = math.ceil(len(splits.train) / batch_size)
 
     def epoch_batches(self, augment: bool, shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -223,7 +234,7 @@ class CellRun:
                 "rng": torch.get_rng_state(), "shuffle": self.shuffle.get_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
                 "curves": self.curves, "elapsed": self.elapsed, "search_origin": self.search_origin,
-                "projection": self.projection}
+                "projection": self.projection, "wall": self.wall_before + time.time() - self.started}
 
     def _restore(self, state: dict[str, Any], opt: torch.optim.Optimizer, sched: Any) -> None:
         for name, _, mask in self.pruner.mask_modules():
@@ -366,4 +377,4 @@ def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: 
                        search_s=round(run.elapsed["search"], 2), train_epochs=n_train,
                        train_s=round(run.elapsed["train"], 2),
                        search_from="" if run.search_origin == run.cell_id else run.search_origin,
-                       projection=run.projection)
+                       projection=run.projection, wall_before=run.wall_before)

@@ -408,6 +408,12 @@ class Pruner(ABC):
         """Everything that identifies how the result was produced: hyperparameters and protocol choices."""
         return self.hp.to_dict()
 
+    @property
+    def exact_target(self) -> bool:
+        """Whether the final mask removes exactly the target fraction (of weights, or of units when
+        structured); the sweep fails a cell whose achieved sparsity misses it by more than 0.01."""
+        return not self.dense
+
     def finalize(self) -> None:
         """Fix the final binary masks. Default: the current binary masks as they are."""
         for mask in self.gated():

@@ -45,12 +45,13 @@ class CSHparams(TargetHparams):
     rewind_epoch: int = 2
     lam: float = 1e-2
     schedule: str = "cosine"
+    decide: float = 1.0  # final weight of the decision penalty mean m (1 - m), ramped as t^2 over the search
     two_sided: bool = False  # a negative lambda reopens saturated logits all at once and destabilised CS
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.rounds < 1 or self.beta_final < 1:
-            raise ValueError("cs.rounds must be >= 1 and cs.beta_final >= 1")
+        if self.rounds < 1 or self.beta_final < 1 or self.decide < 0:
+            raise ValueError("cs.rounds must be >= 1, cs.beta_final >= 1 and cs.decide >= 0")
 
 
 class CSMask(Mask):
@@ -59,6 +60,7 @@ class CSMask(Mask):
         self.s = torch.nn.Parameter(torch.full(self.mask_shape, hp.s0, device=weight.device))
         self.beta = 1.0
         self.penalty_scale: Tensor | None = None  # lambda / n, armed by `ContinuousSparsification.penalty`
+        self.decide_scale = 0.0  # weight / n of the decision penalty m (1 - m), armed with penalty_scale
         self.soft: Tensor | None = None  # the soft mask of the last search forward, for the penalty's value
 
     def search_mask(self) -> Tensor:
@@ -73,6 +75,8 @@ class CSMask(Mask):
         scale, self.penalty_scale = self.penalty_scale, None
         if scale is not None:  # the penalty lambda / n * sum(m) adds lambda / n to every dL/dm
             grad_m.add_(scale)
+            if self.decide_scale:  # d/dm of c m (1 - m) is c (1 - 2m): pushes m away from 1/2
+                grad_m.add_(1.0 - 2.0 * m, alpha=self.decide_scale)
         dm_ds = torch.ops.aten.sigmoid_backward.grad_input(grad_m, m, grad_input=grad_m)  # m (1 - m), in place
         return dm_ds.mul_(self.beta)
 
@@ -116,11 +120,19 @@ class ContinuousSparsification(TargetControlled, Pruner):
         opt = torch.optim.SGD(groups, lr=per_search_lr(self.hp.lr, self.hp.lr_ref_steps, total_steps), momentum=self.hp.momentum, nesterov=True)
         return opt, lr_schedule(opt, self.hp.schedule, total_steps)
 
-    def beta(self, step: int) -> float:
-        """Geometric from 1 to beta_final within each round (the last round ends at beta_final)."""
+    def round_fraction(self, step: int) -> float:
+        """How far into its round `step` is, in [0, 1] (the last round ends at 1)."""
         rnd = min(step // self.steps_per_round, self.hp.rounds - 1)
-        t = min(1.0, (step - rnd * self.steps_per_round) / self.steps_per_round)
-        return self.hp.beta_final ** t
+        return min(1.0, (step - rnd * self.steps_per_round) / self.steps_per_round)
+
+    def beta(self, step: int) -> float:
+        """Geometric from 1 to beta_final within each round."""
+        return self.hp.beta_final ** self.round_fraction(step)
+
+    @property
+    def decide(self) -> float:
+        """The decision penalty's final weight: `decide` in the strong regime, 0 in the weak one (the paper's)."""
+        return self.hp.decide if self.regime == "strong" else 0.0
 
     @torch.no_grad()
     def penalty(self) -> Tensor:
@@ -132,8 +144,9 @@ class ContinuousSparsification(TargetControlled, Pruner):
         for m in self._masks:
             m.penalty_scale = scale
             soft, m.soft = m.soft, None
-            total = total + (soft if soft is not None else m.search_mask()).sum()
-        return scale * total
+            soft = soft if soft is not None else m.search_mask()
+            total = total + scale * soft.sum() + m.decide_scale * (soft * (1 - soft)).sum()
+        return total
 
     @torch.no_grad()
     def density(self) -> Tensor:
@@ -146,9 +159,9 @@ class ContinuousSparsification(TargetControlled, Pruner):
             with torch.no_grad():  # a new round: s <- min(s, s0), temperature back to 1
                 for m in self._masks:
                     m.s.clamp_(max=self.hp.s0)
-        beta = self.beta(nxt)
+        beta, decide = self.beta(nxt), self.decide * self.round_fraction(nxt) ** 2 / self._n
         for m in self._masks:
-            m.beta = beta
+            m.beta, m.decide_scale = beta, decide
 
     def on_epoch(self, epoch: int) -> None:
         if self.trains_weights and epoch == self.hp.rewind_epoch:
@@ -164,12 +177,12 @@ class ContinuousSparsification(TargetControlled, Pruner):
         super().finalize()  # exact projection or the current binary mask
 
     def extra_state(self) -> dict:
-        return {**super().extra_state(), "beta": self._masks[0].beta}
+        return {**super().extra_state(), "beta": self._masks[0].beta, "decide_scale": self._masks[0].decide_scale}
 
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
         for m in self._masks:
-            m.beta = state["beta"]
+            m.beta, m.decide_scale = state["beta"], state.get("decide_scale", 0.0)
 
     @staticmethod
     def search_space(trial) -> dict:
@@ -185,4 +198,4 @@ class ContinuousSparsification(TargetControlled, Pruner):
     def record(self) -> dict:
         return {**super().record(), "penalty_norm": "mean_over_masks", "mask_rescale": "none",
                 "beta_schedule": "per_step_geometric", "weights": "trained" if self.trains_weights else "frozen",
-                "lambda_final": float(self.control.lam)}
+                "lambda_final": float(self.control.lam), "decision_penalty": self.decide}

@@ -136,6 +136,10 @@ class TargetControlled:
         if "dual" in self.hp.target_mode:
             self.control.update(self.density(), step)
 
+    @property
+    def exact_target(self) -> bool:
+        return "project" in self.hp.target_mode  # without the projection the sparsity is an outcome
+
     def finalize(self) -> None:
         if "project" in self.hp.target_mode:
             self.project_global(1.0 - self.target)

@@ -78,6 +78,11 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
     res = load(folders)
     if res.ok.empty and res.trials.empty:
         raise UserError("no finished (status ok) cell or tuning trial in " + ", ".join(map(str, folders)))
+    if layer_target is not None and not (res.layers["cell"].isin(res.ok.loc[
+            res.ok["target_sparsity"].sub(layer_target).abs() < 1e-9, "cell"])).any():
+        found = sorted(res.ok["target_sparsity"].unique())
+        raise UserError(f"--layer-target {layer_target}: no finished cell with per-layer rows has that target "
+                        f"(targets: {', '.join(f'{t:g}' for t in found)})")
     prepare_out(out)
     searched = res.ok[(res.ok["method"] != "dense") & (res.ok["sanity"] == "none")]
     sanity = res.ok[(res.ok["method"] != "dense") & (res.ok["sanity"] != "none")]
@@ -130,7 +135,7 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
         players = with_series(res.layers, panel)
         if len(players):
             targets = sorted(players["target_sparsity"].unique())
-            t = layer_target if layer_target in targets else targets[-1]
+            t = next((x for x in targets if layer_target is not None and abs(x - layer_target) < 1e-9), targets[-1])
             paths = figures.layer_sparsity(players[players.target_sparsity == t], palette, out, f"layers_{slug}", t)
             idx.figure(paths, f"Per-layer sparsity at target {t:g} (mean over seeds): where each method prunes.")
         pcurves = with_series(res.curves, panel)

@@ -8,17 +8,12 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.errors import UserError
-from benchmarks.results import CURVES, LAYERS, RUNS, read_rows
-
-RUN_COLUMNS = {"cell": str, "method": str, "granularity": str, "regime": str, "arch": str, "dataset": str,
-               "target_sparsity": float, "seed": int, "status": str}
-OK_RUN_COLUMNS = {"sparsity": float, "test_acc": float, "val_acc": float}
-CURVE_COLUMNS = {"cell": str, "epoch": int, "val_acc": float, "sparsity": float}
-LAYER_COLUMNS = {"cell": str, "layer": str, "weights": int, "kept": int, "sparsity": float}
-
+from benchmarks.results import (CURVE_COLUMNS, CURVES, LAYER_COLUMNS, LAYERS, OK_RUN_COLUMNS, RUN_COLUMNS, RUNS,
+                                Schema, check_rows, duplicate_cells, read_rows)
+from benchmarks.console import log
 
 TRIALS = "trials.csv"
-TRIAL_COLUMNS = {"study": str, "trial": int, "state": str}
+TRIAL_COLUMNS: Schema = {"study": (str, None, None), "trial": (int, 0, None), "state": (str, None, None)}
 
 
 @dataclass
@@ -34,23 +29,11 @@ class Results:
         return self.runs[self.runs["status"] == "ok"]
 
 
-def _typed(path: Path, rows: list[dict[str, str]], columns: dict[str, type], only_ok: bool = False) -> pd.DataFrame:
-    """Check that `columns` exist and parse (in ok rows only, with `only_ok`); name the file and line
-    of the first bad value."""
-    if rows:
-        missing = [c for c in columns if c not in rows[0]]
-        if missing:
-            raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
-    for i, row in enumerate(rows):
-        if only_ok and row.get("status") != "ok":
-            continue
-        for col, typ in columns.items():
-            try:
-                typ(row[col])
-            except ValueError:
-                raise UserError(f"{path}: line {i + 2}: column {col!r} is not a {typ.__name__}: {row[col]!r}") from None
+def _typed(path: Path, rows: list[dict[str, str]], columns: Schema, only_ok: bool = False) -> pd.DataFrame:
+    """The rows as a frame with numeric `columns` parsed, once `check_rows` has validated them."""
+    check_rows(path, rows, columns, only_ok)
     df = pd.DataFrame(rows, columns=list(rows[0]) if rows else list(columns))
-    for col, typ in columns.items():
+    for col, (typ, _, _) in columns.items():
         if typ is not str:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     return df
@@ -67,6 +50,11 @@ def load(folders: list[Path]) -> Results:
         if not (folder / RUNS).exists():
             raise UserError(f"{folder}: no {RUNS} or {TRIALS} (is this a bench results folder?)")
         rows = read_rows(folder / RUNS)
+        copies = duplicate_cells(folder)
+        if copies:
+            log(f"bench: {folder / RUNS}: {len(copies)} cell(s) have several rows ({', '.join(copies[:5])}"
+                f"{', ...' if len(copies) > 5 else ''}); the last row of each is used (bench run on the folder "
+                f"removes the copies)")
         runs.append(_typed(folder / RUNS, rows, RUN_COLUMNS))
         _typed(folder / RUNS, rows, OK_RUN_COLUMNS, only_ok=True)  # failed rows have no numbers
         curves.append(_typed(folder / CURVES, read_rows(folder / CURVES), CURVE_COLUMNS))

@@ -1,0 +1,222 @@
+"""Hostile input and reliability (issue 18): one-line errors with exit code 2 where a traceback or a silently
+wrong number used to be, the results-folder lock, duplicate rows, resume messages and honest wall times."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from benchmarks.cli import main
+from benchmarks.spec import SweepSpec
+from methods import METHODS
+from methods.random_mask import Random
+from tests.test_checkpoint import run as run_killable
+
+RUN = ["run", "--arch", "lenet300", "--dataset", "mnist", "--epochs", "1", "--no-progress", "--methods", "random",
+       "--sparsity", "0.5"]
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("bench: error:") and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in last, last
+
+
+@pytest.fixture
+def finished(tmp_path, mnist_data_root, capsys):
+    """A folder with one finished random cell (fast: no search)."""
+    out = tmp_path / "res"
+    assert main(RUN + ["--data-root", str(mnist_data_root), "--out", str(out)]) == 0
+    capsys.readouterr()
+    return out
+
+
+# 1. concurrent writers
+def test_a_second_run_on_a_locked_folder_is_refused(tmp_path, mnist_data_root, capsys):
+    out = tmp_path / "res"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from benchmarks.results import FolderLock\n"
+        f"with FolderLock(Path({str(out)!r})):\n    print('locked', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code = main(RUN + ["--data-root", str(mnist_data_root), "--out", str(out)])
+        one_line_error(code, capsys.readouterr().err, "in use by another bench run", f"pid {holder.pid}")
+        assert not (out / "runs.csv").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the lock dies with its process: the folder is usable again
+    assert main(RUN + ["--data-root", str(mnist_data_root), "--out", str(out)]) == 0
+
+
+def test_duplicate_rows_are_named_and_removed(finished, mnist_data_root, capsys, tmp_path):
+    lines = (finished / "runs.csv").read_text().splitlines(keepends=True)
+    (finished / "runs.csv").write_text("".join(lines + lines[1:]))  # what two unlocked writers left
+    cell = rows(finished / "runs.csv")[0]["cell"]
+    assert main(["report", str(finished), "--out", str(tmp_path / "rep")]) == 0
+    assert f"have several rows ({cell})" in capsys.readouterr().err
+    assert main(RUN + ["--data-root", str(mnist_data_root), "--out", str(finished)]) == 0
+    err = capsys.readouterr().err
+    assert "several rows for 1 cell(s)" in err and cell in err and "1 already done, 0 to run" in err
+    assert len(rows(finished / "runs.csv")) == 1 and len(rows(finished / "layers.csv")) == 3
+
+
+# 2. tracebacks
+@pytest.mark.parametrize("damage", ["truncated", "random", "garbage-gzip"])
+def test_corrupt_mnist_is_one_line(tmp_path, mnist_data_root, capsys, damage):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    shutil.copytree(mnist_data_root / "MNIST" / "raw", raw)
+    for p in raw.glob("t10k-labels*"):
+        p.unlink()
+    victim = raw / "t10k-labels-idx1-ubyte.gz"
+    good = gzip.compress(bytes(8) + bytes(10))
+    victim.write_bytes({"truncated": good[:-9], "random": os.urandom(300),
+                        "garbage-gzip": gzip.compress(os.urandom(300))}[damage])
+    code = main(RUN + ["--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "o"), "--no-download"])
+    one_line_error(code, capsys.readouterr().err, str(victim))
+    assert not (tmp_path / "o").exists()  # bad input leaves no folder (and no plan.json) behind
+
+
+def test_config_folder_and_bad_numbers_in_runs_csv(finished, mnist_data_root, tmp_path, capsys):
+    one_line_error(main(["run", "--config", str(tmp_path)]), capsys.readouterr().err, "is a folder")
+    text = (finished / "runs.csv").read_text().splitlines()
+    header = text[0].split(",")
+    values = text[1].split(",")
+    values[header.index("test_acc")] = "oops"
+    (finished / "runs.csv").write_text("\n".join([text[0], ",".join(values)]) + "\n")
+    code = main(RUN + ["--data-root", str(mnist_data_root), "--out", str(finished)])
+    one_line_error(code, capsys.readouterr().err, "runs.csv: line 2", "test_acc", "oops")
+
+
+# 3. silently wrong numbers
+@pytest.mark.parametrize("setting,message", [("edgepopup.lr=nan", "not a finite number"),
+                                             ("crbg.lr=-1", "a learning rate must be > 0"),
+                                             ("cs.momentum=1.5", "outside [0, 1)")])
+def test_bad_hyperparameters_fail_before_any_cell(tmp_path, capsys, setting, message):
+    code = main(["run", "--methods", "crbg", "--set", setting, "--out", str(tmp_path / "o")])
+    one_line_error(code, capsys.readouterr().err, message)
+    assert not (tmp_path / "o").exists()
+
+
+class Leaky(Random):
+    """A broken method: its final mask keeps every weight whatever the target."""
+
+    name = "leaky"
+
+    def finalize(self) -> None:
+        for mask in self.gated():
+            mask.freeze(torch.ones(mask.mask_shape, dtype=torch.bool, device=self.device))
+
+
+def test_a_cell_that_misses_its_target_is_failed_not_ok(tmp_path, mnist_data_root, capsys, monkeypatch):
+    monkeypatch.setitem(METHODS, "leaky", Leaky)
+    out = tmp_path / "o"
+    code = main(RUN[:-4] + ["--methods", "leaky", "--sparsity", "0.5", "--data-root", str(mnist_data_root),
+                            "--out", str(out)])
+    assert code == 1
+    (row,) = rows(out / "runs.csv")
+    assert row["status"] == "failed" and "achieved sparsity 0.0000 misses the target 0.5" in row["error"]
+    assert "failed:" in capsys.readouterr().out
+
+
+# 4. report input
+def test_report_rejects_out_of_range_values_and_unknown_layer_target(finished, tmp_path, capsys):
+    one_line_error(main(["report", str(finished), "--out", str(tmp_path / "r0"), "--layer-target", "0.7"]),
+                   capsys.readouterr().err, "--layer-target 0.7", "targets: 0.5")
+    for column, value, span in (("sparsity", "7.5", "[0.0, 1.0]"), ("test_acc", "-40", "[0.0, 100.0]")):
+        runs = rows(finished / "runs.csv")
+        backup = dict(runs[0])
+        runs[0][column] = value
+        with open(finished / "runs.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(runs[0]))
+            w.writeheader()
+            w.writerows(runs)
+        one_line_error(main(["report", str(finished), "--out", str(tmp_path / "r")]), capsys.readouterr().err,
+                       "runs.csv: line 2", column, span)
+        with open(finished / "runs.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(backup))
+            w.writeheader()
+            w.writerow(backup)
+
+
+# 5. no folders left behind
+def test_missing_data_root_is_not_created_and_names_the_fix(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "nonexistent" / "dir"
+    monkeypatch.setenv("TICKETBENCH_DATA", str(root))
+    code = main(["run", "--methods", "random", "--sparsity", "0.5", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    one_line_error(code, err, "--data-root", "$TICKETBENCH_DATA")
+    assert not (tmp_path / "nonexistent").exists() and not (tmp_path / "o").exists()
+
+
+# 6. checkpoints
+def test_corrupt_checkpoint_is_reported_and_the_cell_restarts(tmp_path, mnist_data_root, capsys):
+    out = tmp_path / "o"
+    cell = SweepSpec(methods=["crbg"], sparsity=[0.5], epochs=1).cells()[0]
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / f"{cell.id}.pt").write_bytes(os.urandom(100))
+    assert main(RUN[:-4] + ["--methods", "crbg", "--sparsity", "0.5", "--data-root", str(mnist_data_root),
+                            "--out", str(out)]) == 0
+    assert f"checkpoint {out / 'checkpoints' / cell.id}.pt is unreadable" in capsys.readouterr().err
+    assert rows(out / "runs.csv")[0]["status"] == "ok"
+
+
+def test_a_resumed_cell_says_so_and_counts_its_earlier_wall_time(tmp_path, capsys):
+    ckpt = tmp_path / "c.pt"
+    with pytest.raises(Exception):
+        run_killable("crbg", "strong", ckpt, ("search", 2))
+    capsys.readouterr()
+    t0 = time.time()
+    resumed, _, _ = run_killable("crbg", "strong", ckpt)
+    this_run = time.time() - t0
+    assert "resumes from its checkpoint after search epoch 1"  # killed in epoch 2 in capsys.readouterr().err
+    assert resumed.wall_before > 0
+    assert resumed.search_s <= resumed.wall_before + this_run  # so wall_s >= search_s in the row
+
+
+# 7. paths
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ""])
+def test_name_must_be_a_plain_folder_name(name, capsys):
+    one_line_error(main(["run", "--name", name]), capsys.readouterr().err, "--name")
+
+
+# 8, 11. newcomer messages
+def test_defaults_are_announced_and_summary_covers_this_command(finished, mnist_data_root, capsys):
+    other = RUN[:-2] + ["--sparsity", "0.8", "--data-root", str(mnist_data_root), "--out", str(finished)]
+    other = [a for a in other if a not in ("--dataset", "mnist")]
+    assert main(other) == 0
+    out = capsys.readouterr()
+    assert "no --dataset given: using mnist" in out.err
+    table = out.out
+    assert "0.8" in table and "0.5 " not in table.split("files:")[0]  # only this command's cells
+    assert f"bench report {finished}" in table and "runs.csv" in table
+    header, first = table.splitlines()[:2]
+    assert "std" in header and "nan" not in first.lower()
+
+
+def test_long_cpu_cells_get_a_warning(finished, mnist_data_root, capsys, monkeypatch):
+    import benchmarks.sweep as sweep
+
+    monkeypatch.setattr(sweep, "LONG_CPU_CELL_S", 0.0)
+    assert main(RUN + ["--data-root", str(mnist_data_root), "--out", str(finished), "--seeds", "1",
+                       "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: on the CPU one training step of lenet300 on mnist takes about" in err
+    assert "--device cuda" in err and "--train-size" in err
