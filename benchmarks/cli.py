@@ -195,7 +195,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def first_line(obj: object) -> str:
-    return ((obj.__doc__ or "").strip().splitlines() or [""])[0]
+    """The docstring's first paragraph on one line (a summary that wraps is not cut mid-sentence)."""
+    return " ".join((obj.__doc__ or "").strip().split("\n\n")[0].split())
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -112,3 +112,68 @@ def test_bench_list(capsys):
     for what, expected in (("methods", "crbg"), ("archs", "lenet300"), ("datasets", "mnist")):
         assert main(["list", what]) == 0
         assert expected in capsys.readouterr().out
+
+
+def write_cifar(root, name: str, n_train: int = 100, n_test: int = 40) -> None:
+    """A small dataset in torchvision's exact on-disk format: pickled batches of uint8 rows of 3072 values."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    classes = 10 if name == "cifar10" else 100
+    key = "labels" if name == "cifar10" else "fine_labels"
+    folder = root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    folder.mkdir(parents=True)
+    files = ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]) if name == "cifar10" else (["train"], ["test"])
+    for names, n in ((files[0], n_train), (files[1], n_test)):
+        for fname in names:
+            batch = {"data": rng.integers(0, 256, (n // len(names), 3072), dtype=np.uint8),
+                     key: rng.integers(0, classes, n // len(names)).tolist()}
+            (folder / fname).write_bytes(pickle.dumps(batch))
+    meta = {"label_names": [f"c{i}" for i in range(10)]} if name == "cifar10" else \
+        {"fine_label_names": [f"c{i}" for i in range(100)]}
+    (folder / ("batches.meta" if name == "cifar10" else "meta")).write_bytes(pickle.dumps(meta))
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_in_torchvision_format_runs_a_cell_end_to_end(tmp_path, name, monkeypatch, capsys):
+    """The real loading path on files laid out as torchvision's archive extracts them (only the md5 check of
+    the official files is bypassed, in this test)."""
+    import torchvision.datasets.cifar as tv_cifar
+
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)
+    write_cifar(tmp_path / "data", name)
+    s = load_dataset(name, tmp_path / "data", download=False)
+    assert s.input_shape == (3, 32, 32) and s.num_classes == (10 if name == "cifar10" else 100)
+    assert (len(s.train), len(s.val), len(s.test)) == (90, 10, 40)
+    assert s.train.tensors[0].dtype == torch.uint8 and s.augment is not None
+    out = tmp_path / "res"
+    assert main(["run", "--methods", "edgepopup", "--arch", "conv2", "--dataset", name, "--epochs", "1",
+                 "--sparsity", "0.5", "--data-root", str(tmp_path / "data"), "--out", str(out), "--no-download",
+                 "--no-progress"]) == 0, capsys.readouterr().err
+    import pandas as pd
+
+    row = pd.read_csv(out / "runs.csv").iloc[0]
+    assert row["status"] == "ok" and row["dataset"] == name and abs(row["sparsity"] - 0.5) < 0.01
+
+
+@pytest.mark.parametrize("arch", ["timm:vit_tiny_patch16_224",
+                                  pytest.param("timm:swin_tiny_patch4_window7_224", marks=pytest.mark.slow)])
+def test_imagenet_folder_runs_timm_transformers_at_their_input_size(tmp_path, arch, capsys):
+    from PIL import Image
+
+    for split, n in (("train", 6), ("val", 2)):
+        for c, cls in enumerate(("n01", "n02")):
+            folder = tmp_path / "imagenet" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (64 + 8 * i, 48), (c * 200, i * 30, 0)).save(folder / f"{i}.JPEG")
+    out = tmp_path / "res"
+    assert main(["run", "--methods", "edgepopup", "--arch", arch, "--dataset", "imagenet", "--epochs", "1",
+                 "--batch-size", "4", "--sparsity", "0.5", "--data-root", str(tmp_path), "--out", str(out),
+                 "--no-progress"]) == 0, capsys.readouterr().err
+    import pandas as pd
+
+    row = pd.read_csv(out / "runs.csv").iloc[0]
+    assert row["status"] == "ok" and abs(row["sparsity"] - 0.5) < 0.01 and 0 <= row["test_acc"] <= 100

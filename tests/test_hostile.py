@@ -220,3 +220,10 @@ def test_long_cpu_cells_get_a_warning(finished, mnist_data_root, capsys, monkeyp
     err = capsys.readouterr().err
     assert "warning: on the CPU one training step of lenet300 on mnist takes about" in err
     assert "--device cuda" in err and "--train-size" in err
+
+
+# 12. listings
+def test_list_shows_whole_first_paragraphs(capsys):
+    assert main(["list", "archs"]) == 0
+    conv2 = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("conv2"))
+    assert conv2.rstrip().endswith("no BatchNorm.")
