@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import itertools
 import json
 import math
@@ -27,6 +28,7 @@ from benchmarks.spec import Cell, SweepSpec
 from benchmarks.trainer import Checkpoint, Recipe, Speed, resolve_device, train
 from benchmarks.zoo import MODELS, build_model
 from methods import Pruner, get_method
+from methods.base import prunable_modules
 
 
 def versions(device: torch.device) -> dict[str, str]:
@@ -194,6 +196,15 @@ def check_spec(spec: SweepSpec, device: torch.device) -> None:
         raise UserError("--device cuda was asked for but no CUDA device is available")
 
 
+def check_exclude(patterns: list[str], arch: str, splits: Splits) -> None:
+    """Every --exclude pattern must match a prunable module of `arch` (a typo would silently mask everything)."""
+    names = [name for name, _ in prunable_modules(build_model(arch, splits.num_classes, splits.input_shape))]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise UserError(f"--exclude {pattern!r} matches no prunable module of {arch} (its modules: {shown})")
+
+
 def output_dir(spec: SweepSpec) -> Path:
     return Path(spec.out) if spec.out else Path("results") / spec.run_name
 
@@ -218,7 +229,10 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
     cells = spec.cells()
     if executor == "local":  # missing data fails here, before any file is written (a Ray cluster has its own disks)
         for name in dict.fromkeys(c.dataset for c in cells):
-            executors.dataset(name, spec.data_root, download, spec.val_size).with_train_size(spec.train_size)
+            splits = executors.dataset(name, spec.data_root, download, spec.val_size).with_train_size(spec.train_size)
+            if spec.exclude:
+                for arch in spec.arch:
+                    check_exclude(spec.exclude, arch, splits)
     out = output_dir(spec)
     prepare_out(out)
     for note in notes:

@@ -9,6 +9,7 @@ pretrained weights). Register your own with `register_model`.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from functools import partial
 from typing import Callable
 
@@ -47,13 +48,13 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, ...]) -> nn
 
 @register_model("lenet300")
 def lenet300(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    """LeNet-300-100: fully connected 784-300-100-10, no biases."""
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(math.prod(input_shape), 300, bias=False), nn.ReLU(),
-        nn.Linear(300, 100, bias=False), nn.ReLU(),
-        nn.Linear(100, num_classes, bias=False),
-    )
+    """LeNet-300-100: fully connected 784-300-100-10, no biases (layers fc1, fc2, fc3)."""
+    return nn.Sequential(OrderedDict([
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(math.prod(input_shape), 300, bias=False)), ("relu1", nn.ReLU()),
+        ("fc2", nn.Linear(300, 100, bias=False)), ("relu2", nn.ReLU()),
+        ("fc3", nn.Linear(100, num_classes, bias=False)),
+    ]))
 
 
 CONV_WIDTHS = {2: (64,), 4: (64, 128), 6: (64, 128, 256), 8: (64, 128, 256, 512)}
@@ -61,16 +62,19 @@ CONV_WIDTHS = {2: (64,), 4: (64, 128), 6: (64, 128, 256), 8: (64, 128, 256, 512)
 
 def conv_net(depth: int, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     """Conv-N of Frankle & Carbin / Edge-Popup: pairs of 3x3 convs then 2x2 max-pool, FC 256-256-classes,
-    no biases, no BatchNorm."""
-    layers: list[nn.Module] = []
+    no biases, no BatchNorm (layers conv1..convN, fc1, fc2, fc3)."""
+    layers: list[tuple[str, nn.Module]] = []
     c, h, w = input_shape
-    for width in CONV_WIDTHS[depth]:
-        layers += [nn.Conv2d(c, width, 3, padding=1, bias=False), nn.ReLU(),
-                   nn.Conv2d(width, width, 3, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2)]
+    for i, width in enumerate(CONV_WIDTHS[depth]):
+        a, b = 2 * i + 1, 2 * i + 2
+        layers += [(f"conv{a}", nn.Conv2d(c, width, 3, padding=1, bias=False)), (f"relu{a}", nn.ReLU()),
+                   (f"conv{b}", nn.Conv2d(width, width, 3, padding=1, bias=False)), (f"relu{b}", nn.ReLU()),
+                   (f"pool{i + 1}", nn.MaxPool2d(2))]
         c, h, w = width, h // 2, w // 2
-    layers += [nn.Flatten(), nn.Linear(c * h * w, 256, bias=False), nn.ReLU(),
-               nn.Linear(256, 256, bias=False), nn.ReLU(), nn.Linear(256, num_classes, bias=False)]
-    return nn.Sequential(*layers)
+    layers += [("flatten", nn.Flatten()), ("fc1", nn.Linear(c * h * w, 256, bias=False)), ("relu_fc1", nn.ReLU()),
+               ("fc2", nn.Linear(256, 256, bias=False)), ("relu_fc2", nn.ReLU()),
+               ("fc3", nn.Linear(256, num_classes, bias=False))]
+    return nn.Sequential(OrderedDict(layers))
 
 
 # Without normalisation, SGD at lr 0.1 sends Conv-N to chance (conv2, MNIST, one epoch: 9.8 % test
@@ -127,15 +131,18 @@ class _BasicBlock(nn.Module):
 
 @register_model("resnet20")
 def resnet20(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    """CIFAR ResNet-20 (He et al. 2016): 3 stages of 3 basic blocks, widths 16/32/64, 1x1 projection shortcuts."""
-    layers: list[nn.Module] = [nn.Conv2d(input_shape[0], 16, 3, 1, 1, bias=False), FrozenBN(16), nn.ReLU()]
+    """CIFAR ResNet-20 (He et al. 2016): 3 stages of 3 basic blocks, widths 16/32/64, 1x1 projection shortcuts
+    (layers conv1, stage1_block1.conv1 ... stage3_block3.shortcut.0, fc)."""
+    layers: list[tuple[str, nn.Module]] = [("conv1", nn.Conv2d(input_shape[0], 16, 3, 1, 1, bias=False)),
+                                           ("bn1", FrozenBN(16)), ("relu", nn.ReLU())]
     cin = 16
     for stage, width in enumerate((16, 32, 64)):
         for block in range(3):
-            layers.append(_BasicBlock(cin, width, 2 if stage > 0 and block == 0 else 1))
+            layers.append((f"stage{stage + 1}_block{block + 1}",
+                           _BasicBlock(cin, width, 2 if stage > 0 and block == 0 else 1)))
             cin = width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes, bias=False)]
-    return nn.Sequential(*layers)
+    layers += [("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("fc", nn.Linear(64, num_classes, bias=False))]
+    return nn.Sequential(OrderedDict(layers))
 
 
 def _timm(name: str, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:

@@ -63,8 +63,8 @@ def test_cs_strong_freezes_weights_weak_trains_them_and_rewinds():
     weak.on_epoch(1)
     assert all(torch.equal(init[k], v) for k, v in weak.rewind_state().items())  # not yet the rewind epoch
     weak.on_epoch(2)
-    assert not torch.equal(init["1.parametrizations.weight.original"],
-                           weak.rewind_state()["1.parametrizations.weight.original"])
+    assert not torch.equal(init["fc1.parametrizations.weight.original"],
+                           weak.rewind_state()["fc1.parametrizations.weight.original"])
 
 
 # -- Concrete Ticket Search -----------------------------------------------------------------------
@@ -211,7 +211,7 @@ def test_sanity_ablations_keep_layer_sparsities(variant):
     reinit = all(not torch.equal(a, b) for a, b in zip(weights(pruner), w_before))
     assert reinit == (variant == "reinit")
     if variant == "reinit":  # the weak regime retrains from the new weights
-        rewound = pruner.rewind_state()["1.parametrizations.weight.original"]
+        rewound = pruner.rewind_state()["fc1.parametrizations.weight.original"]
         assert torch.equal(rewound, weights(pruner)[0])
 
 
@@ -220,4 +220,4 @@ def test_layer_collapse_is_reported():
     pruner.prepare(context())
     mask = pruner.gated()[1]
     mask.freeze(torch.zeros_like(mask.final))
-    assert pruner.report().collapsed == ["3"]
+    assert pruner.report().collapsed == ["fc2"]

@@ -226,4 +226,15 @@ def test_long_cpu_cells_get_a_warning(finished, mnist_data_root, capsys, monkeyp
 def test_list_shows_whole_first_paragraphs(capsys):
     assert main(["list", "archs"]) == 0
     conv2 = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("conv2"))
-    assert conv2.rstrip().endswith("no BatchNorm.")
+    assert "no biases, no BatchNorm (layers conv1..convN, fc1, fc2, fc3)." in conv2  # not cut at the first line
+
+
+# 10. layer names
+def test_layers_are_named_and_exclude_patterns_must_match(finished, mnist_data_root, tmp_path, capsys):
+    assert [r["layer"] for r in rows(finished / "layers.csv")] == ["fc1", "fc2", "fc3"]
+    masks = torch.load(finished / "masks" / f"{rows(finished / 'runs.csv')[0]['cell']}.pt")
+    assert list(masks) == ["fc1", "fc2", "fc3"]
+    code = main(RUN + ["--data-root", str(mnist_data_root), "--out", str(tmp_path / "o"), "--exclude", "1"])
+    one_line_error(code, capsys.readouterr().err, "--exclude '1' matches no prunable module of lenet300", "fc1")
+    assert main(RUN + ["--data-root", str(mnist_data_root), "--out", str(tmp_path / "o"), "--exclude", "fc3"]) == 0
+    assert [r["layer"] for r in rows(tmp_path / "o" / "layers.csv")] == ["fc1", "fc2"]
