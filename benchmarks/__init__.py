@@ -15,7 +15,16 @@ and import that module before running (``bench`` imports the modules named in ``
 
 __version__ = "0.1.0"
 
-from benchmarks.data import Splits, register_dataset  # noqa: E402
-from benchmarks.zoo import register_model  # noqa: E402
+_LAZY = {"Splits": "benchmarks.data", "register_dataset": "benchmarks.data", "register_model": "benchmarks.zoo"}
+
+
+def __getattr__(name: str):
+    """The registration API, imported on first use (so `bench status` and `bench list` need no torch)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'benchmarks' has no attribute {name!r}")
+
 
 __all__ = ["Splits", "register_dataset", "register_model", "__version__"]

@@ -15,11 +15,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-import torch
-
 from benchmarks.errors import UserError
+from benchmarks.paths import CURVES, LAYERS, LOCK, MASKS, RUNS
 
-RUNS, CURVES, LAYERS, MASKS, LOCK = "runs.csv", "curves.csv", "layers.csv", "masks", ".lock"
 # The columns readers rely on: type, and for numbers the valid range (accuracies in %, sparsities as fractions).
 Schema = dict[str, tuple[type, float | None, float | None]]
 RUN_COLUMNS: Schema = {"cell": (str, None, None), "method": (str, None, None), "granularity": (str, None, None),
@@ -209,7 +207,9 @@ def cell_status(out: Path) -> dict[str, str]:
     return {row["cell"]: row["status"] for row in read_rows(out / RUNS)}
 
 
-def save_masks(out: Path, cell: str, masks: dict[str, torch.Tensor]) -> Path:
+def save_masks(out: Path, cell: str, masks: dict[str, "torch.Tensor"]) -> Path:
+    import torch  # here, so that reading a folder (`bench status`) does not import torch
+
     folder = out / MASKS
     folder.mkdir(exist_ok=True)
     path = folder / f"{cell}.pt"

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from benchmarks.errors import UserError
-from benchmarks.results import RUNS, read_rows
-from benchmarks.sweep import PLAN, RUNNING
+from benchmarks.paths import PLAN, RUNNING, RUNS, read_marker
+from benchmarks.results import read_rows
 
 
 def _alive(pid: int) -> bool:
@@ -33,8 +33,8 @@ def describe(out: Path) -> str:
     rows = {row["cell"]: row for row in read_rows(out / RUNS)}
     running: dict[str, str] = {}
     for marker in (out / RUNNING).glob("*") if (out / RUNNING).is_dir() else []:
-        pid, _, where = marker.read_text().strip().partition("\n")
-        if pid.isdigit() and _alive(int(pid)) and rows.get(marker.name, {}).get("status") != "ok":
+        pid, where = read_marker(marker)
+        if pid is not None and _alive(pid) and rows.get(marker.name, {}).get("status") != "ok":
             running[marker.name] = f" ({where.replace(' ', ' epoch ')})" if where else ""
     states: dict[str, list[str]] = {"done": [], "failed": [], "running": [], "remaining": []}
     for cell in plan:

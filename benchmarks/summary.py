@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.results import RUNS, read_rows
+from benchmarks.paths import RUNS
+from benchmarks.results import read_rows
 
 
 def summary_table(out: Path, cells: set[str] | None = None) -> str:

@@ -21,7 +21,9 @@ import benchmarks
 from benchmarks.console import log
 from benchmarks.data import Splits
 from benchmarks.errors import UserError
-from benchmarks.results import (CURVES, LAYERS, OK_RUN_COLUMNS, RUN_COLUMNS, RUNS, FolderLock, append_rows,
+from benchmarks.paths import (CHECKPOINTS, CURVES, LAYERS, PLAN, RUNNING, RUNS, checkpoint_path, read_marker,
+                              search_snapshot, write_marker)
+from benchmarks.results import (OK_RUN_COLUMNS, RUN_COLUMNS, FolderLock, append_rows,
                                 cell_status, check_rows, drop_duplicates, prepare_out, purge_orphans, read_rows,
                                 save_masks)
 from benchmarks.spec import Cell, SweepSpec
@@ -59,15 +61,6 @@ def build_pruner(cell: Cell, splits: Splits) -> Pruner:
                                    exclude=cell.exclude, weight_init=cell.weight_init, regime=cell.regime)
 
 
-def checkpoint_path(checkpoints: str | Path | None, cell: Cell) -> Path | None:
-    return Path(checkpoints) / f"{cell.id}.pt" if checkpoints else None
-
-
-def search_snapshot(checkpoints: str | Path | None, cell: Cell) -> Path | None:
-    """Where a cell publishes its checkpoint at the end of its search, for its sanity checks to resume from."""
-    return Path(checkpoints) / f"{cell.id}.search.pt" if checkpoints else None
-
-
 def sanity_parent(cell: Cell) -> Cell:
     """The cell whose mask a sanity check ablates: the same cell without the ablation."""
     return dataclasses.replace(cell, sanity="none")
@@ -99,14 +92,14 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
 
             def report_epoch(row: dict[str, Any]) -> None:
                 try:  # a Ray node without the driver's folder simply shows no progress
-                    marker.write_text(f"{os.getpid()}\n{row['phase']} {row['epoch']}/{total.get(row['phase'], '?')}\n")
+                    write_marker(marker, f"{row['phase']} {row['epoch']}/{total.get(row['phase'], '?')}")
                 except OSError:
                     pass
 
-        own = checkpoint_path(checkpoints, cell)
+        own = checkpoint_path(checkpoints, cell.id)
         if cell.sanity != "none" and own is not None and not own.exists():
-            Checkpoint(search_snapshot(checkpoints, sanity_parent(cell))).copy_to(own)
-        share = search_snapshot(checkpoints, cell) if share_search and cell.sanity == "none" else None
+            Checkpoint(search_snapshot(checkpoints, sanity_parent(cell).id)).copy_to(own)
+        share = search_snapshot(checkpoints, cell.id) if share_search and cell.sanity == "none" else None
         result = train(pruner, splits, cell.epochs, cell.batch_size, device, cell.seed, progress,
                        on_epoch=report_epoch, train_epochs=cell.train_epochs, sanity=cell.sanity,
                        checkpoint=own, recipe=recipe, speed=Speed(amp=cell.amp, compile=compile),
@@ -160,9 +153,6 @@ def write_cell(out: Path, result: CellResult, replace: bool = False) -> None:
     append_rows(out / RUNS, [result.run], replace=cell if replace else None)
 
 
-PLAN, RUNNING, CHECKPOINTS = "plan.json", "running", "checkpoints"
-
-
 def record_plan(out: Path, cells: list[Cell]) -> None:
     """Add the sweep's cells to ``plan.json`` (what `bench status` counts as the whole sweep)."""
     path = out / PLAN
@@ -177,7 +167,7 @@ def mark_running(out: Path, cell: Cell, running: bool) -> None:
     marker = out / RUNNING / cell.id
     if running:
         marker.parent.mkdir(exist_ok=True)
-        marker.write_text(f"{os.getpid()}\n")
+        write_marker(marker)
     else:
         marker.unlink(missing_ok=True)
 
@@ -302,8 +292,8 @@ def _run_locked(spec: SweepSpec, cells: list[Cell], out: Path, progress: bool, d
     checkpoints = out / CHECKPOINTS
     for cell in todo:  # a recomputed cell starts afresh; an interrupted one resumes from its checkpoint
         if cell.id in status:
-            checkpoint_path(checkpoints, cell).unlink(missing_ok=True)
-            search_snapshot(checkpoints, cell).unlink(missing_ok=True)
+            checkpoint_path(checkpoints, cell.id).unlink(missing_ok=True)
+            search_snapshot(checkpoints, cell.id).unlink(missing_ok=True)
     snapshots = SnapshotKeeper(checkpoints, cells, status)
     job = executors.Job(spec.data_root, spec.device, download, progress=progress and workers == 1,
                         checkpoints=str(checkpoints), running=str(out / RUNNING), compile=spec.compile,
@@ -341,7 +331,7 @@ def _run_locked(spec: SweepSpec, cells: list[Cell], out: Path, progress: bool, d
         cell, result = item
         write_cell(out, result, replace=cell.id in status)
         mark_running(out, cell, False)
-        checkpoint_path(checkpoints, cell).unlink(missing_ok=True)
+        checkpoint_path(checkpoints, cell.id).unlink(missing_ok=True)
         snapshots.finished(cell)
         rows.append(result.run)
         bar.update()
@@ -370,7 +360,7 @@ class SnapshotKeeper:
                 continue
             parent = sanity_parent(cell)
             self.parent_of[cell.id] = parent.id
-            self.snapshot[parent.id] = search_snapshot(checkpoints, parent)
+            self.snapshot[parent.id] = search_snapshot(checkpoints, parent.id)
             waiting = self.waiting.setdefault(parent.id, set())
             if cell.id not in status:
                 waiting.add(cell.id)
@@ -401,10 +391,10 @@ class RunningBars:
             return
         live = set()
         for marker in self.folder.glob("*"):
-            lines = marker.read_text().split("\n") if marker.exists() else []
-            if marker.name not in self.names or len(lines) < 2 or "/" not in lines[1]:
+            _, where = read_marker(marker)
+            if marker.name not in self.names or "/" not in where:
                 continue
-            phase, frac = lines[1].split(" ", 1)
+            phase, frac = where.split(" ", 1)
             done, total = frac.split("/")
             live.add(marker.name)
             bar = self.bars.get(marker.name)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.errors import UserError
-from benchmarks.results import (CURVE_COLUMNS, CURVES, LAYER_COLUMNS, LAYERS, OK_RUN_COLUMNS, RUN_COLUMNS, RUNS,
-                                Schema, check_rows, duplicate_cells, read_rows)
+from benchmarks.paths import CURVES, LAYERS, RUNS
+from benchmarks.results import (CURVE_COLUMNS, LAYER_COLUMNS, OK_RUN_COLUMNS, RUN_COLUMNS, Schema, check_rows,
+                                duplicate_cells, read_rows)
 from benchmarks.console import log
 
 TRIALS = "trials.csv"

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from benchmarks.spec import Cell
-from benchmarks.sweep import build_pruner, run_cell, search_snapshot
+from benchmarks.paths import search_snapshot
+from benchmarks.sweep import build_pruner, run_cell
 from benchmarks.trainer import train
 from tests.conftest import tiny_splits
 
@@ -61,7 +62,7 @@ def test_sanity_checks_resume_from_their_parents_search_with_the_same_result(tmp
                   epochs=2, batch_size=32, train_epochs=1 if regime == "weak" else 0)
     ckpts = tmp_path / "checkpoints"
     assert run_cell(parent, splits, CPU, False, ckpts, share_search=True).run["search_from"] == ""
-    assert search_snapshot(ckpts, parent).exists()
+    assert search_snapshot(ckpts, parent.id).exists()
     for variant in ("random", "shuffle", "reinit"):
         cell = dataclasses.replace(parent, sanity=variant)
         shared = run_cell(cell, splits, CPU, False, ckpts)

@@ -138,7 +138,8 @@ def test_running_cells_report_their_epoch(tmp_path, capsys):
     import json
 
     from benchmarks.spec import SweepSpec
-    from benchmarks.sweep import RUNNING, RunningBars
+    from benchmarks.paths import RUNNING
+    from benchmarks.sweep import RunningBars
 
     out = tmp_path / "r"
     assert main(SYNTH + ["--methods", "edgepopup", "--sparsity", "0.5,0.9", "--out", str(out)]) == 0
@@ -174,11 +175,12 @@ def test_sanity_cells_reuse_the_parents_search_and_the_snapshot_is_removed(tmp_p
 
 def test_snapshot_is_kept_while_a_check_has_no_row(tmp_path):
     """A parent's end-of-search snapshot outlives a killed sweep while any of its checks lacks a row."""
-    from benchmarks.sweep import SnapshotKeeper, search_snapshot
+    from benchmarks.paths import search_snapshot
+    from benchmarks.sweep import SnapshotKeeper
 
     parent = Cell(method="crbg", arch="lenet300", dataset="synthetic", target_sparsity=0.9, seed=0)
     checks = [dataclasses.replace(parent, sanity=v) for v in ("random", "shuffle", "reinit")]
-    snapshot = search_snapshot(tmp_path, parent)
+    snapshot = search_snapshot(tmp_path, parent.id)
     snapshot.write_bytes(b"state")
     keeper = SnapshotKeeper(tmp_path, [parent, *checks], {parent.id: "ok", checks[0].id: "ok"})
     keeper.finished(checks[1])
@@ -190,3 +192,16 @@ def test_snapshot_is_kept_while_a_check_has_no_row(tmp_path):
     snapshot.write_bytes(b"state")  # every check already has a row: nothing will read it
     SnapshotKeeper(tmp_path, [parent, *checks], {c.id: "ok" for c in [parent, *checks]})
     assert not snapshot.exists()
+
+
+def test_bench_status_reads_a_folder_without_importing_torch(tmp_path):
+    """`bench status` only reads CSVs and markers (`benchmarks.paths` holds the layout), so it starts fast."""
+    import subprocess
+    import sys
+
+    (tmp_path / "plan.json").write_text("{}")
+    code = ("import sys; from benchmarks.cli import main; assert main(['status', sys.argv[1]]) == 0; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "0 cells" in done.stdout
