@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from benchmarks.errors import UserError
+from benchmarks.recipe import Recipe
 from benchmarks.plugins import load_plugins
 
 EPILOG = """examples:
@@ -77,6 +79,12 @@ def make_parser() -> argparse.ArgumentParser:
                           "kaiming_normal, uniform, scaled_signed_constant, scaled_kaiming_normal, "
                           "scaled_uniform, keep (scaled: fan_in x density)")
     run.add_argument("--exclude", type=csv_list(str), help="glob patterns of module names never masked")
+    run.add_argument("--val-size", dest="val_size", type=float,
+                     help="fraction of the training split held out for validation, a fixed split (default 0.1)")
+    for f in dataclasses.fields(Recipe):  # the weight-training recipe: --train-<field>, YAML `train: {field: value}`
+        run.add_argument(f"--train-{f.name.replace('_', '-')}", dest=f"train.{f.name}", type=type(f.default),
+                         metavar=None if f.metadata["choices"] else f.name.upper(),
+                         choices=f.metadata["choices"], help=f"{f.metadata['help']} (default {f.default})")
     run.add_argument("--tuned", metavar="DIR",
                      help="run each cell with the best configuration `bench tune` found for its method, arch, "
                           "dataset, granularity and target (DIR/tuned.yaml); cells without one use the defaults; "
@@ -154,8 +162,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     flags = {k: getattr(args, k) for k in ("methods", "arch", "dataset", "sparsity", "seeds", "granularity",
                                            "regime", "epochs", "train_epochs", "sanity", "amp", "compile", "batch_size", "train_size", "tuned", "weight_init", "exclude", "device",
-                                           "data_root", "out", "name")}
+                                           "data_root", "out", "name", "val_size")}
     flags["hparams"] = parse_sets(args.sets)
+    flags["train"] = {k.removeprefix("train."): v for k, v in vars(args).items() if k.startswith("train.") and v is not None}
     spec = SweepSpec.from_sources(args.config, flags)
     implicit = [f"no --{key} given: using {','.join(getattr(spec, key))} (bench list {key}s lists the others)"
                 for key in ("dataset", "arch") if flags[key] is None and not (args.config and key in load_yaml(args.config))]

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from benchmarks.errors import UserError
+from benchmarks.recipe import Recipe
 from methods import METHODS, get_method
 from methods.base import identity, later, without_later_defaults
 from methods.init import DEFAULT_WEIGHT_INIT, WEIGHT_INITS
@@ -54,6 +55,7 @@ class Cell:
     amp: bool = later(False)  # bf16 autocast changes the numbers, so it is part of the identity
     train_size: int = later(0)  # a fixed subset of this many training examples (0: the whole split)
     tuned: str = later("")  # "study:trial" of the `bench tune` configuration in `hparams`, "" for defaults
+    train: tuple[tuple[str, Any], ...] = later(())  # weight-training recipe fields that differ from `Recipe()`
 
     @property
     def id(self) -> str:
@@ -64,6 +66,11 @@ class Cell:
 
     def build_hparams(self):
         return get_method(self.method).Hparams(**dict(self.hparams))
+
+    @property
+    def recipe(self) -> Recipe:
+        """The weight-training recipe, with the architecture's own rate where none was given."""
+        return Recipe(**dict(self.train)).for_arch(self.arch)
 
 
 def parse_value(raw: Any, typ: type, what: str) -> Any:
@@ -104,6 +111,20 @@ def method_hparams(method: str, overrides: dict[str, Any]) -> tuple[tuple[str, A
     return tuple(sorted(dataclasses.asdict(hp).items()))
 
 
+def train_recipe(values: dict[str, Any]) -> Recipe:
+    """A `Recipe` from flag or YAML values (``train:`` mapping), coerced and validated with one-line errors."""
+    if not isinstance(values, dict):
+        raise UserError("train must map recipe fields to values, e.g. {optimizer: adam, lr: 0.0012}")
+    types = {f.name: type(f.default) for f in fields(Recipe)}
+    unknown = [k for k in values if k not in types]
+    if unknown:
+        raise UserError(f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(types)}")
+    try:
+        return Recipe(**{k: parse_value(v, types[k], f"train.{k}") for k, v in values.items()})
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def parse_sets(items: list[str]) -> dict[str, dict[str, str]]:
     """``["crbg.lr=0.01", ...]`` -> ``{"crbg": {"lr": "0.01"}}``."""
     out: dict[str, dict[str, str]] = {}
@@ -138,6 +159,7 @@ class SweepSpec:
     val_size: float = 0.1
     train_size: int = 0
     tuned: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)  # `Recipe` fields (flags --train-<field>)
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"
     data_root: str | None = None
@@ -169,6 +191,7 @@ class SweepSpec:
                             f"use --out for another place)")
         if not 0.0 < self.val_size < 1.0:
             raise UserError(f"val_size {self.val_size} is outside (0, 1)")
+        self._recipe = train_recipe(self.train)
         for m in self.hparams:
             if m not in METHODS:
                 raise UserError(f"hyperparameters given for unknown method {m!r}")
@@ -186,6 +209,8 @@ class SweepSpec:
             if key == "hparams":
                 for method, params in value.items():
                     values.setdefault("hparams", {}).setdefault(method, {}).update(params)
+            elif key == "train" and isinstance(values.get("train", {}), dict):
+                values["train"] = {**values.get("train", {}), **value}
             else:
                 values[key] = value
         return build_spec(cls, values, str(config) if config else "flags")
@@ -212,7 +237,7 @@ class SweepSpec:
                         exclude=tuple(self.exclude), val_size=self.val_size,
                         hparams=hparams, tuned=tuned,
                         train_epochs=(self.train_epochs or self.epochs) if trains else 0, amp=self.amp,
-                        train_size=self.train_size)
+                        train_size=self.train_size, train=self._recipe.overrides())
             variants = SANITY if self.sanity and not cls.dense else ("none",)
             for variant in variants:
                 cell = dataclasses.replace(base, sanity=variant)
@@ -273,6 +298,8 @@ def build_spec(cls: type[SweepSpec], values: dict[str, Any], source: str) -> Swe
             items = value if isinstance(value, list) else [value]
             elem = {"sparsity": float, "seeds": int}.get(key, str)
             kwargs[key] = [parse_value(v, elem, f"{source}: {key}") for v in items]
+        elif key == "train":
+            kwargs[key] = value  # `train_recipe` validates it
         elif key == "hparams":
             if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
                 raise UserError(f"{source}: hparams must map method -> {{param: value}}")

@@ -27,7 +27,7 @@ from benchmarks.results import (OK_RUN_COLUMNS, RUN_COLUMNS, FolderLock, append_
                                 cell_status, check_rows, drop_duplicates, prepare_out, purge_orphans, read_rows,
                                 save_masks)
 from benchmarks.spec import Cell, SweepSpec
-from benchmarks.trainer import Checkpoint, Recipe, Speed, resolve_device, train
+from benchmarks.trainer import Checkpoint, Speed, resolve_device, train
 from benchmarks.zoo import MODELS, build_model
 from methods import Pruner, get_method
 from methods.base import prunable_modules
@@ -81,7 +81,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
     start = time.time()
     base = {"cell": cell.id, "method": cell.method, "granularity": cell.granularity, "regime": cell.regime,
             "sanity": cell.sanity, "arch": cell.arch, "dataset": cell.dataset, "target_sparsity": cell.target_sparsity}
-    recipe = Recipe.for_arch(cell.arch)
+    recipe = cell.recipe
     try:
         splits = splits.with_train_size(cell.train_size)
         pruner = build_pruner(cell, splits)
@@ -125,7 +125,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
         "layer_collapse": len(report.collapsed), "collapsed_layers": ";".join(report.collapsed),
         "search_epochs": result.search_epochs, "search_s": result.search_s, "search_from": result.search_from,
         "train_epochs": result.train_epochs, "train_s": result.train_s,
-        **({f"train_{k}": v for k, v in dataclasses.asdict(recipe).items()} if result.train_epochs else {}),
+        **({f"train_{k}": v for k, v in recipe.to_dict().items()} if result.train_epochs else {}),
         "weight_init": pruner.weight_init, "exclude": ";".join(cell.exclude), "val_size": cell.val_size,
         "train_size": cell.train_size or len(splits.train), "tuned": cell.tuned or "default",
         "bn_recalibrated": result.bn_recalibrated, "amp": cell.amp, "compile": compile,

@@ -18,11 +18,10 @@ from tqdm.auto import tqdm
 
 from benchmarks.console import log
 from benchmarks.data import Splits, batches
-from benchmarks.zoo import TRAIN_LR
+from benchmarks.recipe import DEFAULT_LR, Recipe
 from methods import Pruner
 from methods.base import SearchContext
 from methods.sanity import ablate
-from methods.schedules import lr_schedule
 
 
 class Diverged(RuntimeError):
@@ -33,21 +32,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The standard weight-training recipe: weak-regime tickets, the dense reference, dense pre-training."""
-
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-
-    @classmethod
-    def for_arch(cls, arch: str) -> Recipe:
-        """The recipe with the architecture's own learning rate where it needs one (`register_model`)."""
-        return cls(lr=TRAIN_LR.get(arch, cls.lr))
 
 
 def cuda_layout(model: nn.Module, device: torch.device) -> bool:
@@ -320,16 +304,15 @@ class CellRun:
                                                                 self.device)}
 
     def train_weights(self, epochs: int, phase: str = "train") -> None:
-        """Train the model's own weights under the current masks with the standard recipe (masks fixed)."""
+        """Train the model's own weights under the current masks with the cell's recipe (masks fixed)."""
         masks = {p: p.requires_grad for p in self.pruner.mask_parameters()}
         for p in masks:
             p.requires_grad_(False)
         params = self.pruner.weight_parameters()
         for p in params:
             p.requires_grad_(True)
-        r = self.recipe
-        opt = torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
-        sched = lr_schedule(opt, r.schedule, epochs * self.steps_per_epoch)
+        opt = self.recipe.make_optimizer(params)
+        sched = self.recipe.make_schedule(opt, epochs * self.steps_per_epoch, self.steps_per_epoch)
         self._epochs(phase, epochs, opt, sched, True,
                      lambda x, y, step: weight_step(self.forward, opt, sched, self.criterion, x, y, self.amp))
         for p in params:
@@ -341,7 +324,7 @@ class CellRun:
 def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: torch.device, seed: int,
           progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None,
           test: bool = True, train_epochs: int | None = None, sanity: str = "none",
-          checkpoint: Path | None = None, recipe: Recipe = Recipe(), speed: Speed = Speed(),
+          checkpoint: Path | None = None, recipe: Recipe = Recipe(lr=DEFAULT_LR), speed: Speed = Speed(),
           share_search: Path | None = None) -> TrainResult:
     """Run a cell. Search the mask for `epochs` epochs (methods with a search loop), fix it
     (`pruner.finalize`), apply a `sanity` ablation, then in the weak regime (and for `dense` always) train

@@ -25,7 +25,7 @@ from benchmarks.data import data_root, load_dataset
 from benchmarks.errors import UserError
 from benchmarks.spec import SweepSpec
 from benchmarks.sweep import build_pruner
-from benchmarks.trainer import Recipe, resolve_device, train
+from benchmarks.trainer import resolve_device, train
 from methods import Pruner, get_method
 
 OBJECTIVES = ("constrained", "pareto")
@@ -172,7 +172,7 @@ def run_study(spec: TuneSpec, method: str, target: float, splits, device, storag
 
         start = time.time()
         result = train(pruner_, splits, cell.epochs, cell.batch_size, device, cell.seed, False,
-                       on_epoch=report, test=False, train_epochs=cell.train_epochs, recipe=Recipe.for_arch(cell.arch))
+                       on_epoch=report, test=False, train_epochs=cell.train_epochs, recipe=cell.recipe)
         achieved = pruner_.report().sparsity
         trial.set_user_attr("sparsity", achieved)
         constraint = target - achieved - 1e-3  # <= 0: target reached (0.1 % slack)

@@ -19,7 +19,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import TensorDataset
 
 from benchmarks.data import CIFAR_STATS, Splits, batches, crop_flip, load_dataset, normalizer
-from benchmarks.trainer import Recipe, search_step, train
+from benchmarks.recipe import Recipe
+from benchmarks.trainer import search_step, train
 from benchmarks.zoo import build_model
 from methods import METHODS, get_method
 from methods.edgepopup import BandedThreshold
@@ -97,7 +98,7 @@ def reads_in_cell(method: str, n_train: int) -> Counter[str]:
     pruner = get_method(method)(build_model("conv2", 10, (3, 32, 32)), sparsity, regime="weak")
     with HostReads() as reads:
         train(pruner, cifar_like(n_train), epochs=1, batch_size=16, device=torch.device("cpu"), seed=0,
-              progress=False, train_epochs=1, recipe=Recipe.for_arch("conv2"))
+              progress=False, train_epochs=1, recipe=Recipe().for_arch("conv2"))
     return reads.seen
 
 

@@ -22,15 +22,25 @@ SYNTH = ["run", "--arch", "lenet300", "--dataset", "synthetic", "--epochs", "1",
          "--no-progress"]
 
 
-def test_nan_cell_is_a_failed_row_and_the_sweep_goes_on(tmp_path, capsys):
+class NanPopup(METHODS["edgepopup"]):
+    """A method whose loss turns NaN: a diverged search (bad hyperparameters are refused before any cell)."""
+
+    name = "nanpopup"
+
+    def loss(self, model, x, y, criterion):
+        return super().loss(model, x, y, criterion) * float("nan")
+
+
+def test_nan_cell_is_a_failed_row_and_the_sweep_goes_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(METHODS, "nanpopup", NanPopup)
     out = tmp_path / "r"
-    code = main(SYNTH + ["--methods", "crbg,edgepopup", "--sparsity", "0.5,0.9", "--set", "crbg.mu_init=nan",
-                         "--out", str(out)])
+    args = SYNTH + ["--methods", "nanpopup,edgepopup", "--sparsity", "0.5,0.9", "--out", str(out)]
+    code = main(args)
     printed = capsys.readouterr().out
     assert code == 1  # some cell failed
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 4
-    failed = runs[runs.method == "crbg"]
+    failed = runs[runs.method == "nanpopup"]
     assert (failed.status == "failed").all() and failed.error.str.contains("Diverged: loss is nan").all()
     assert (runs[runs.method == "edgepopup"].status == "ok").all()
     assert printed.count("failed: ") == 2
@@ -38,11 +48,9 @@ def test_nan_cell_is_a_failed_row_and_the_sweep_goes_on(tmp_path, capsys):
     status = capsys.readouterr().out
     assert "4 cells: 2 done, 0 running, 2 failed, 0 remaining" in status and "Diverged" in status
     # failed cells are skipped unless asked; a rerun replaces their rows, never duplicates them
-    assert main(SYNTH + ["--methods", "crbg,edgepopup", "--sparsity", "0.5,0.9", "--set", "crbg.mu_init=nan",
-                         "--out", str(out)]) == 0
+    assert main(args) == 0
     assert "2 failed before (--rerun-failed retries them), 0 to run" in capsys.readouterr().err
-    assert main(SYNTH + ["--methods", "crbg,edgepopup", "--sparsity", "0.5,0.9", "--set", "crbg.mu_init=nan",
-                         "--out", str(out), "--rerun-failed"]) == 1
+    assert main(args + ["--rerun-failed"]) == 1
     assert "2 to run" in capsys.readouterr().err
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 4 and runs.cell.is_unique

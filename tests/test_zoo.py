@@ -85,27 +85,38 @@ def test_conv_nets_learn_with_their_own_weight_training_rate(mnist_data_root, tm
     from torch.utils.data import TensorDataset
 
     from benchmarks.data import load_dataset
-    from benchmarks.trainer import Recipe
+    from benchmarks.recipe import DEFAULT_LR, Recipe
     from benchmarks.zoo import build_model
     from methods import get_method
 
-    assert Recipe.for_arch("conv2").lr == 0.01 and Recipe.for_arch("resnet20").lr == Recipe.lr
+    assert Recipe().for_arch("conv2").lr == 0.01 and Recipe().for_arch("resnet20").lr == DEFAULT_LR
     full = load_dataset("mnist", mnist_data_root)
     head = lambda ds, n: TensorDataset(*(t[:n] for t in ds.tensors))  # noqa: E731
     splits = replace(full, train=head(full.train, 4096), val=head(full.val, 1000), test=head(full.test, 1000))
     torch.manual_seed(0)
     dense = get_method("dense")(build_model("conv2", 10, splits.input_shape), 0.0, regime="weak")
-    result = train(dense, splits, 2, 64, CPU, seed=0, progress=False, recipe=Recipe.for_arch("conv2"))
+    result = train(dense, splits, 2, 64, CPU, seed=0, progress=False, recipe=Recipe().for_arch("conv2"))
     assert result.test_acc > 80
 
 
-def test_sweep_rows_train_with_the_architectures_rate(tmp_path):
+def test_sweep_rows_train_with_the_architectures_rate(tmp_path, monkeypatch):
+    """The optimiser itself gets the architecture's rate (a spy on SGD), and the row records it."""
     import pandas as pd
 
     from benchmarks.cli import main
 
+    seen = []
+    sgd = torch.optim.SGD
+
+    def spy(params, lr, **kw):
+        seen.append(lr)
+        return sgd(params, lr=lr, **kw)
+
+    monkeypatch.setattr(torch.optim, "SGD", spy)
     for arch, lr in (("conv2", 0.01), ("resnet20", 0.1)):
         out = tmp_path / arch
+        seen.clear()
         assert main(["run", "--methods", "dense", "--arch", arch, "--dataset", "synthetic", "--epochs", "1",
                      "--batch-size", "128", "--no-progress", "--out", str(out)]) == 0
+        assert seen == [lr]
         assert pd.read_csv(out / "runs.csv").train_lr.tolist() == [lr]
