@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -21,13 +22,25 @@ STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fonts
          "pdf.fonttype": 42}
 
 
+# Fixed slots, so a method keeps its colour and marker in every report whatever else is in it.
+KNOWN_SERIES = ("crbg", "edgepopup", "cs", "cts", "dense", "random", "magnitude", "snip", "grasp", "synflow")
+
+
 class Palette:
-    """A fixed colour-blind-safe colour and a marker per series name, identical in every figure."""
+    """A colour-blind-safe colour and a marker per series, fixed by the method's name (not by which series a
+    report happens to hold): a method's variants ("crbg (tuned)", "crbg [random]") share its colour and
+    take other markers; an unknown method gets a slot from a stable hash of its name."""
 
     def __init__(self, names: list[str]) -> None:
-        colors = sns.color_palette("colorblind", max(10, len(names)))
-        self.color = {n: colors[i % len(colors)] for i, n in enumerate(sorted(names))}
-        self.marker = {n: MARKERS[i % len(MARKERS)] for i, n in enumerate(sorted(names))}
+        colors = sns.color_palette("colorblind", 10)
+        self.color: dict[str, tuple] = {}
+        self.marker: dict[str, str] = {}
+        for name in names:
+            base = name.split(" ")[0]
+            slot = KNOWN_SERIES.index(base) if base in KNOWN_SERIES else zlib.crc32(base.encode()) % len(colors)
+            variant = 0 if name == base else 1 + zlib.crc32(name.encode()) % (len(MARKERS) - 1)
+            self.color[name] = colors[slot % len(colors)]
+            self.marker[name] = MARKERS[(slot + variant) % len(MARKERS)]
 
 
 def save(fig: plt.Figure, out: Path, stem: str) -> list[Path]:

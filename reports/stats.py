@@ -46,14 +46,17 @@ def ci95(values: pd.Series) -> tuple[float, float, float]:
 
 
 def summarize(ok: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
-    """One row per (dataset, arch, series, target): seeds, mean and CI of `metric`, mean achieved sparsity."""
+    """One row per (dataset, arch, series, target): seeds, mean of `metric`, its 95 % t-interval half-width
+    and bounds (the bounds clipped to [0, 100] %), mean achieved sparsity."""
     rows = []
     for key, g in add_series(ok).groupby(PANEL + ["series", "target_sparsity"], sort=True):
         mean, lo, hi = ci95(g[metric])
-        rows.append(dict(zip(PANEL + ["series", "target_sparsity"], key), seeds=len(g), mean=mean, ci_lo=lo,
-                         ci_hi=hi, sparsity=float(g["sparsity"].mean())))
-    return pd.DataFrame(rows, columns=PANEL + ["series", "target_sparsity", "seeds", "mean", "ci_lo", "ci_hi",
-                                               "sparsity"])
+        half = (hi - lo) / 2  # the t-interval's half-width, as tables print it (mean ± half)
+        lo, hi = max(lo, 0.0), min(hi, 100.0)  # its bounds never leave [0, 100] % (NaN stays NaN)
+        rows.append(dict(zip(PANEL + ["series", "target_sparsity"], key), seeds=len(g), mean=mean, ci_half=half,
+                         ci_lo=lo, ci_hi=hi, sparsity=float(g["sparsity"].mean())))
+    return pd.DataFrame(rows, columns=PANEL + ["series", "target_sparsity", "seeds", "mean", "ci_half", "ci_lo",
+                                               "ci_hi", "sparsity"])
 
 
 def pareto_mask(sparsity: np.ndarray, acc: np.ndarray) -> np.ndarray:

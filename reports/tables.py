@@ -8,10 +8,10 @@ import math
 import pandas as pd
 
 
-def _fmt(mean: float, lo: float, hi: float) -> str:
+def _fmt(mean: float, half: float) -> str:
     if math.isnan(mean):
         return "–"  # a gap, never a zero
-    return f"{mean:.2f}" if math.isnan(lo) else f"{mean:.2f} ± {(hi - lo) / 2:.2f}"
+    return f"{mean:.2f}" if math.isnan(half) else f"{mean:.2f} ± {half:.2f}"
 
 
 def accuracy_grid(summary: pd.DataFrame) -> tuple[pd.DataFrame, dict[float, str]]:
@@ -26,7 +26,7 @@ def accuracy_grid(summary: pd.DataFrame) -> tuple[pd.DataFrame, dict[float, str]
             best[t] = col["mean"].idxmax()
         for s in series:
             r = col.loc[s] if s in col.index else None
-            grid.loc[s, f"{t:g}"] = _fmt(*(r[["mean", "ci_lo", "ci_hi"]] if r is not None else (math.nan,) * 3))
+            grid.loc[s, f"{t:g}"] = _fmt(*(r[["mean", "ci_half"]] if r is not None else (math.nan,) * 2))
     return grid, best
 
 

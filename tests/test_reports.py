@@ -12,6 +12,7 @@ import pytest
 from benchmarks.cli import main
 from benchmarks.results import append_rows
 from reports.stats import ci95, equal_accuracy, missing_cells, pareto_mask, sparsity_at_accuracy, summarize
+from reports import figures
 from reports.tables import latex, markdown
 
 
@@ -203,3 +204,14 @@ def test_regimes_are_panels_sanity_has_its_table_and_epoch_budgets_stay_apart(tm
     assert main(["report", str(folder2), "--out", str(tmp_path / "rep2")]) == 0
     series = set(pd.read_csv(tmp_path / "rep2" / "table_mnist_lenet300_strong.csv").series)
     assert series == {"crbg (10 ep)", "crbg (5 ep)"}
+
+
+def test_palette_is_fixed_per_method_name_and_intervals_stay_within_0_100():
+    one, other = figures.Palette(["crbg", "edgepopup"]), figures.Palette(["cts", "zzz", "edgepopup", "crbg (tuned)"])
+    assert one.color["edgepopup"] == other.color["edgepopup"] and one.marker["edgepopup"] == other.marker["edgepopup"]
+    assert other.color["crbg (tuned)"] == one.color["crbg"] and other.marker["crbg (tuned)"] != one.marker["crbg"]
+    rows = pd.DataFrame({"dataset": "d", "arch": "a", "regime": "strong", "method": "cs", "granularity": "unstructured",
+                         "sanity": "none", "target_sparsity": 0.5, "sparsity": 0.5, "test_acc": [99.9, 90.0, 99.0],
+                         "seed": [0, 1, 2]})
+    row = summarize(rows).iloc[0]
+    assert row["ci_hi"] == 100.0 and 0.0 <= row["ci_lo"] < row["mean"] and row["ci_half"] > 100 - row["mean"]
