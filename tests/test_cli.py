@@ -209,10 +209,20 @@ def test_weak_regime_sanity_and_amp_rows(tmp_path, capsys):
     assert set(pd.read_csv(out / "curves.csv").phase) == {"train"}
 
 
-def test_compile_runs_a_search_cell_end_to_end(tmp_path, capsys):
-    """`--compile` (torch.compile of the training forward) runs a search cell to a finished row."""
+def test_compile_runs_a_search_cell_end_to_end(tmp_path, capsys, monkeypatch):
+    """`--compile` (torch.compile of the training forward) runs a search cell to a finished row, and the
+    forward really is compiled (a spy on torch.compile)."""
+    compiled = []
+    real = torch.compile
+
+    def spy(model, *args, **kwargs):
+        compiled.append(type(model).__name__)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", spy)
     out = tmp_path / "compiled"
     run_ok(["run", "--methods", "crbg", "--arch", "conv2", "--dataset", "synthetic", "--sparsity", "0.8",
             "--epochs", "1", "--batch-size", "64", "--compile", "--no-progress", "--out", str(out)], capsys)
     (row,) = read(out / "runs.csv")
     assert row["status"] == "ok" and row["compile"] == "True" and abs(float(row["sparsity"]) - 0.8) < 1e-3
+    assert compiled == ["Sequential"]

@@ -238,3 +238,15 @@ def test_layers_are_named_and_exclude_patterns_must_match(finished, mnist_data_r
     one_line_error(code, capsys.readouterr().err, "--exclude '1' matches no prunable module of lenet300", "fc1")
     assert main(RUN + ["--data-root", str(mnist_data_root), "--out", str(tmp_path / "o"), "--exclude", "fc3"]) == 0
     assert [r["layer"] for r in rows(tmp_path / "o" / "layers.csv")] == ["fc1", "fc2"]
+
+
+# 16. promised exit codes
+def test_promised_one_line_errors(tmp_path, capsys):
+    if not torch.cuda.is_available():
+        one_line_error(main(["run", "--methods", "random", "--device", "cuda", "--out", str(tmp_path / "o")]),
+                       capsys.readouterr().err, "no CUDA device")
+    one_line_error(main(["status", str(tmp_path)]), capsys.readouterr().err, "not a folder written by bench run")
+    one_line_error(main(["tune", "--methods", "nope", "--out", str(tmp_path / "t")]), capsys.readouterr().err, "nope")
+    one_line_error(main(["tune", "--methods", "crbg", "--dataset", "synthetic", "--storage", "bogus://x",
+                         "--out", str(tmp_path / "t2")]),
+                   capsys.readouterr().err, "storage")
