@@ -17,7 +17,7 @@ import torch
 from benchmarks.data import Splits, data_root, load_dataset
 from benchmarks.errors import UserError
 from benchmarks.spec import Cell
-from benchmarks.sweep import CellResult, run_cell, sanity_parent
+from benchmarks.cell import CellResult, run_cell, sanity_parent
 
 EXECUTORS = ("local", "ray")
 

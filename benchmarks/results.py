@@ -13,10 +13,13 @@ import fcntl
 import io
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from benchmarks.errors import UserError
 from benchmarks.paths import CURVES, LAYERS, LOCK, MASKS, RUNS
+
+if TYPE_CHECKING:
+    import torch
 
 # The columns readers rely on: type, and for numbers the valid range (accuracies in %, sparsities as fractions).
 Schema = dict[str, tuple[type, float | None, float | None]]

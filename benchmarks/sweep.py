@@ -8,16 +8,13 @@ import itertools
 import json
 import math
 import os
-import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-import benchmarks
 from benchmarks.console import log
 from benchmarks.data import Splits
 from benchmarks.errors import UserError
@@ -26,120 +23,12 @@ from benchmarks.paths import (CHECKPOINTS, CURVES, LAYERS, PLAN, RUNNING, RUNS, 
 from benchmarks.results import (OK_RUN_COLUMNS, RUN_COLUMNS, FolderLock, append_rows,
                                 cell_status, check_rows, drop_duplicates, prepare_out, purge_orphans, read_rows,
                                 save_masks)
+from benchmarks import executors
+from benchmarks.cell import CellResult, sanity_parent
 from benchmarks.spec import Cell, SweepSpec
-from benchmarks.trainer import Checkpoint, Speed, resolve_device, train
+from benchmarks.trainer import resolve_device
 from benchmarks.zoo import MODELS, build_model
-from methods import Pruner, get_method
 from methods.base import prunable_modules
-
-
-def versions(device: torch.device) -> dict[str, str]:
-    import timm
-    import torchvision
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return {"device": f"{device.type}:{name}", "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "timm": timm.__version__, "python": platform.python_version(), "ticketbench": benchmarks.__version__}
-
-
-@dataclass
-class CellResult:
-    run: dict[str, Any]
-    curves: list[dict[str, Any]]
-    layers: list[dict[str, Any]]
-    masks: dict[str, torch.Tensor] | None
-
-
-TARGET_TOLERANCE = 0.01  # most a cell's achieved sparsity may miss an exactly enforced target by
-
-
-def build_pruner(cell: Cell, splits: Splits) -> Pruner:
-    """Seed, build the model, attach the method. Model and mask initialisation use the cell's seed."""
-    torch.manual_seed(cell.seed)
-    model = build_model(cell.arch, splits.num_classes, splits.input_shape)
-    return get_method(cell.method)(model, cell.target_sparsity, cell.granularity, cell.build_hparams(),
-                                   exclude=cell.exclude, weight_init=cell.weight_init, regime=cell.regime)
-
-
-def sanity_parent(cell: Cell) -> Cell:
-    """The cell whose mask a sanity check ablates: the same cell without the ablation."""
-    return dataclasses.replace(cell, sanity="none")
-
-
-def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = True,
-             checkpoints: str | Path | None = None, running: str | Path | None = None,
-             compile: bool = False, share_search: bool = False) -> CellResult:
-    """Run one cell and turn its outcome into rows. A failure inside the cell becomes a failed row.
-    With a `checkpoints` folder the cell saves its state every epoch there and resumes from it; with a
-    `running` folder it writes its progress to its marker there every epoch.
-
-    Sanity checks differ from their parent cell only after the search, so with `share_search` a parent
-    publishes its end-of-search checkpoint (`search_snapshot`) and a sanity cell that finds it resumes from
-    there instead of searching again: the same state, hence the same result, as its own search would
-    give (row column ``search_from``: the parent's id). Without it (parent still running, another disk)
-    the sanity cell runs its own search."""
-    start = time.time()
-    base = {"cell": cell.id, "method": cell.method, "granularity": cell.granularity, "regime": cell.regime,
-            "sanity": cell.sanity, "arch": cell.arch, "dataset": cell.dataset, "target_sparsity": cell.target_sparsity}
-    recipe = cell.recipe
-    try:
-        splits = splits.with_train_size(cell.train_size)
-        pruner = build_pruner(cell, splits)
-        report_epoch = None
-        if running:
-            marker = Path(running) / cell.id
-            total = {"search": cell.epochs, "train": cell.train_epochs}
-
-            def report_epoch(row: dict[str, Any]) -> None:
-                try:  # a Ray node without the driver's folder simply shows no progress
-                    write_marker(marker, f"{row['phase']} {row['epoch']}/{total.get(row['phase'], '?')}")
-                except OSError:
-                    pass
-
-        own = checkpoint_path(checkpoints, cell.id)
-        if cell.sanity != "none" and own is not None and not own.exists():
-            Checkpoint(search_snapshot(checkpoints, sanity_parent(cell).id)).copy_to(own)
-        share = search_snapshot(checkpoints, cell.id) if share_search and cell.sanity == "none" else None
-        result = train(pruner, splits, cell.epochs, cell.batch_size, device, cell.seed, progress,
-                       on_epoch=report_epoch, train_epochs=cell.train_epochs, sanity=cell.sanity,
-                       checkpoint=own, recipe=recipe, speed=Speed(amp=cell.amp, compile=compile),
-                       share_search=share)
-    except Exception as e:  # any failure inside a cell (NaN, CUDA OOM, a bug in a method) is a failed row
-        run = {**base, "seed": cell.seed, "epochs": cell.epochs, "batch_size": cell.batch_size,
-               "wall_s": round(time.time() - start, 2), **versions(device), "status": "failed",
-               "error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
-        return CellResult(run, [], [], None)
-    report = pruner.report()
-    achieved = report.unit_sparsity if report.unit_sparsity is not None else report.sparsity
-    status, error = "ok", ""
-    if pruner.exact_target and abs(achieved - cell.target_sparsity) > TARGET_TOLERANCE:
-        status, error = "failed", (f"achieved sparsity {achieved:.4f} misses the target {cell.target_sparsity} by "
-                                   f"more than {TARGET_TOLERANCE} (a collapsed or diverged search?)")
-    run = {
-        **base,
-        "sparsity": report.sparsity,
-        "unit_sparsity": report.unit_sparsity,
-        "seed": cell.seed, "epochs": cell.epochs, "batch_size": cell.batch_size,
-        "test_acc": result.test_acc, "val_acc": result.val_acc, **result.projection,
-        "prunable_weights": report.weights, "kept_weights": report.kept,
-        "layer_collapse": len(report.collapsed), "collapsed_layers": ";".join(report.collapsed),
-        "search_epochs": result.search_epochs, "search_s": result.search_s, "search_from": result.search_from,
-        "train_epochs": result.train_epochs, "train_s": result.train_s,
-        **({f"train_{k}": v for k, v in recipe.to_dict().items()} if result.train_epochs else {}),
-        "weight_init": pruner.weight_init, "exclude": ";".join(cell.exclude), "val_size": cell.val_size,
-        "train_size": cell.train_size or len(splits.train), "tuned": cell.tuned or "default",
-        "bn_recalibrated": result.bn_recalibrated, "amp": cell.amp, "compile": compile,
-        "wall_s": round(time.time() - start + result.wall_before, 2), **versions(device),
-        **{f"hp_{k}": v for k, v in pruner.record().items()},
-        "status": status, "error": error,
-    }
-    key = {"cell": cell.id, "method": cell.method, "granularity": cell.granularity, "regime": cell.regime,
-           "sanity": cell.sanity, "target_sparsity": cell.target_sparsity, "seed": cell.seed}
-    curves = [{**key, **row} for row in result.curves]
-    layers = [{"cell": cell.id, "layer": layer.name, "shape": layer.shape, "weights": layer.weights,
-               "kept": layer.kept, "sparsity": layer.sparsity, "units": layer.units, "units_kept": layer.units_kept}
-              for layer in report.layers]
-    return CellResult(run, curves, layers, pruner.masks())
 
 
 def write_cell(out: Path, result: CellResult, replace: bool = False) -> None:
@@ -205,8 +94,6 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
     """Run every cell of `spec` not already finished in the output folder (failed ones too with
     `rerun_failed`, every one with `force`) on the chosen executor; return the folder and the new rows.
     `notes` are logged once the input has been checked (e.g. which defaults the command line filled in)."""
-    from benchmarks import executors
-
     try:
         device = resolve_device(spec.device)
     except RuntimeError as e:
@@ -254,8 +141,6 @@ def dense_step_seconds(arch: str, splits: Splits, batch_size: int) -> float:
 def warn_long_cpu_cells(cells: list[Cell], spec: SweepSpec, download: bool) -> None:
     """Before a sweep on the CPU, estimate each architecture's cell time from one timed step and warn where a
     cell would take longer than `LONG_CPU_CELL_S`, suggesting a GPU or a smaller architecture."""
-    from benchmarks import executors
-
     for (arch, dataset), group in itertools.groupby(sorted(cells, key=lambda c: (c.arch, c.dataset)),
                                                     key=lambda c: (c.arch, c.dataset)):
         group = list(group)
@@ -274,8 +159,6 @@ def _run_locked(spec: SweepSpec, cells: list[Cell], out: Path, progress: bool, d
                 force: bool, workers: int, executor: str, address: str | None,
                 device: torch.device) -> list[dict[str, Any]]:
     """`run_sweep` once this process holds the output folder: plan, run the cells, write their rows."""
-    from benchmarks import executors
-
     duplicates = drop_duplicates(out)
     if duplicates:
         log(f"bench: {out / RUNS} held several rows for {len(duplicates)} cell(s) ({', '.join(duplicates[:5])}"

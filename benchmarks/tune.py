@@ -24,7 +24,7 @@ import yaml
 from benchmarks.data import data_root, load_dataset
 from benchmarks.errors import UserError
 from benchmarks.spec import SweepSpec
-from benchmarks.sweep import build_pruner
+from benchmarks.cell import build_pruner
 from benchmarks.trainer import resolve_device, train
 from methods import Pruner, get_method
 

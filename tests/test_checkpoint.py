@@ -11,7 +11,7 @@ import torch
 
 from benchmarks.spec import Cell
 from benchmarks.paths import search_snapshot
-from benchmarks.sweep import build_pruner, run_cell
+from benchmarks.cell import build_pruner, run_cell
 from benchmarks.trainer import train
 from tests.conftest import tiny_splits
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmarks.spec import Cell
-from benchmarks.sweep import build_pruner
+from benchmarks.cell import build_pruner
 from benchmarks.trainer import train
 from benchmarks.zoo import MODELS
 from methods import METHODS
