@@ -150,8 +150,8 @@ def make_parser() -> argparse.ArgumentParser:
     stat = sub.add_parser("status", help="cells done, running, failed and remaining in a result folder")
     stat.add_argument("folder", type=Path)
 
-    lst = sub.add_parser("list", help="list the registered methods, archs or datasets")
-    lst.add_argument("what", choices=["methods", "archs", "datasets"])
+    lst = sub.add_parser("list", help="list the registered methods, archs or datasets, or the result columns")
+    lst.add_argument("what", choices=["methods", "archs", "datasets", "columns"])
     return p
 
 
@@ -220,11 +220,18 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name, fn in sorted(MODELS.items()):
             print(f"{name:<10} {first_line(getattr(fn, 'func', fn))}")
         print("timm:<name> any timm model, e.g. timm:vit_base_patch16_224 (random init, never pretrained)")
-    else:
+    elif args.what == "datasets":
         from benchmarks.data import DATASETS
 
         for name, fn in sorted(DATASETS.items()):
             print(f"{name:<10} {first_line(fn)}")
+    else:
+        from benchmarks.columns import COLUMNS
+
+        for file, columns in COLUMNS.items():
+            print(file)
+            for name, (unit, meaning) in columns.items():
+                print(f"  {name:<28} {unit:<12} {meaning}")
     return 0
 
 

@@ -250,3 +250,22 @@ def test_promised_one_line_errors(tmp_path, capsys):
     one_line_error(main(["tune", "--methods", "crbg", "--dataset", "synthetic", "--storage", "bogus://x",
                          "--out", str(tmp_path / "t2")]),
                    capsys.readouterr().err, "storage")
+
+
+# 9. units and the column schema
+def test_every_written_column_is_in_the_schema(tmp_path, capsys):
+    from benchmarks.columns import describe
+
+    out = tmp_path / "o"
+    monkey_args = ["run", "--methods", "crbg,dense", "--regime", "weak", "--arch", "lenet300", "--dataset",
+                   "synthetic", "--epochs", "1", "--sparsity", "0.5", "--granularity", "unstructured,structured",
+                   "--out", str(out), "--no-progress"]
+    assert main(monkey_args) == 0
+    for file in ("runs.csv", "curves.csv", "layers.csv"):
+        header = (out / file).read_text().splitlines()[0].split(",")
+        missing = [c for c in header if describe(file, c) is None]
+        assert not missing, f"{file}: columns without a schema entry: {missing}"
+    assert describe("runs.csv", "test_acc") == ("%", "top-1 test accuracy of the final binary mask")
+    assert main(["list", "columns"]) == 0
+    listing = capsys.readouterr().out
+    assert "runs.csv" in listing and "sparsity_before_projection" in listing and "fraction" in listing
