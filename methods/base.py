@@ -374,7 +374,13 @@ class Pruner(ABC):
         return criterion(model(x), y) + self.penalty()
 
     def before_step(self) -> None:
-        """Called between backward and the optimiser step (gradient surgery)."""
+        """Called between backward and the optimiser step (gradient surgery). The base checks the penalty
+        hand-over: a gradient `penalty()` armed on a mask (`penalty_scale`) must have been consumed by the
+        backward, which disarms it, so it is applied exactly once (a Python attribute: no device sync)."""
+        armed = [name for name, _, mask in self.mask_modules() if getattr(mask, "penalty_scale", None) is not None]
+        if armed:
+            raise RuntimeError(f"{self.name}: the penalty gradient armed on {', '.join(armed)} was not consumed: the "
+                               f"backward did not pass through those masks' search forward")
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

@@ -326,3 +326,18 @@ def test_cs_decision_penalty_ramps_in_the_strong_regime_only():
         assert strong.gated()[0].decide_scale == pytest.approx(strong.hp.decide * t ** 2 / n)
         assert weak.gated()[0].decide_scale == 0.0
     assert strong.record()["decision_penalty"] == 1.0 and weak.record()["decision_penalty"] == 0.0
+
+
+@pytest.mark.parametrize("name", ["crbg", "cs"])
+def test_penalty_gradient_is_consumed_exactly_once(name):
+    """`penalty()` arms a gradient on every mask; the backward consumes (and disarms) it; a step whose backward
+    missed it fails in `before_step` instead of silently losing the penalty."""
+    pruner = get_method(name)(lenet(), 0.8)
+    pruner.optimizer(10)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    pruner.loss(pruner.model, x, y, nn.functional.cross_entropy).backward()
+    pruner.before_step()  # consumed: no error
+    assert all(m.penalty_scale is None for m in pruner.gated())
+    pruner.penalty()  # armed, and no backward follows
+    with pytest.raises(RuntimeError, match="not consumed"):
+        pruner.before_step()
