@@ -125,7 +125,7 @@ def test_missing_data_and_malformed_yaml_and_unwritable_out(tmp_path, capsys):
     assert "malformed YAML" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert main(RUN + ["--out", str(blocker / "sub")]) == 2
+    assert main(RUN + ["--dataset", "synthetic", "--out", str(blocker / "sub")]) == 2
     assert "not writable" in capsys.readouterr().err
 
 
