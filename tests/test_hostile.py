@@ -269,3 +269,16 @@ def test_every_written_column_is_in_the_schema(tmp_path, capsys):
     assert main(["list", "columns"]) == 0
     listing = capsys.readouterr().out
     assert "runs.csv" in listing and "sparsity_before_projection" in listing and "fraction" in listing
+
+
+def test_summary_keeps_tuned_and_default_cells_apart(tmp_path):
+    from benchmarks.results import append_rows
+    from benchmarks.summary import summary_table
+
+    base = {"arch": "lenet300", "dataset": "mnist", "method": "cs", "granularity": "unstructured",
+            "regime": "strong", "sanity": "none", "target_sparsity": 0.9, "sparsity": 0.9, "status": "ok"}
+    append_rows(tmp_path / "runs.csv", [{**base, "cell": "a", "seed": 0, "test_acc": 97.0, "tuned": "default"},
+                                        {**base, "cell": "b", "seed": 0, "test_acc": 90.0, "tuned": "s:3"}])
+    table = summary_table(tmp_path).splitlines()
+    assert "tuned" in table[0] and len([line for line in table if " cs " in line]) == 2
+    assert any("97.00" in line and "default" in line for line in table)
