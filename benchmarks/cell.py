@@ -43,7 +43,7 @@ TARGET_TOLERANCE = 0.01  # most a cell's achieved sparsity may miss an exactly e
 def build_pruner(cell: Cell, splits: Splits) -> Pruner:
     """Seed, build the model, attach the method. Model and mask initialisation use the cell's seed."""
     torch.manual_seed(cell.seed)
-    model = build_model(cell.arch, splits.num_classes, splits.input_shape)
+    model = build_model(cell.arch, splits.num_classes, splits.input_shape, cell.activation)
     return get_method(cell.method)(model, cell.target_sparsity, cell.granularity, cell.build_hparams(),
                                    exclude=cell.exclude, weight_init=cell.weight_init, regime=cell.regime)
 
@@ -113,7 +113,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
         "search_epochs": result.search_epochs, "search_s": result.search_s, "search_from": result.search_from,
         "train_epochs": result.train_epochs, "train_s": result.train_s,
         **({f"train_{k}": v for k, v in recipe.to_dict().items()} if result.train_epochs else {}),
-        "weight_init": pruner.weight_init, "exclude": ";".join(cell.exclude), "val_size": cell.val_size,
+        "weight_init": pruner.weight_init, "activation": cell.activation, "exclude": ";".join(cell.exclude), "val_size": cell.val_size,
         "train_size": cell.train_size or len(splits.train), "tuned": cell.tuned or "default",
         "bn_recalibrated": result.bn_recalibrated, "amp": cell.amp, "compile": compile,
         "wall_s": round(time.time() - start + result.wall_before, 2), **versions(device),

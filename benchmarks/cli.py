@@ -52,10 +52,12 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=csv_list(int), help="seeds (default 0)")
     run.add_argument("--granularity", type=csv_list(str),
                      help="unstructured and/or structured (default unstructured); methods skip what they lack")
-    run.add_argument("--regime", choices=["strong", "weak"],
+    run.add_argument("--regime", choices=["strong", "weak", "joint"],
                      help="strong (default): weights frozen at init, only the mask is found and evaluated; "
                           "weak (lottery ticket): the mask is found, then its surviving weights are trained "
-                          "from init (or the method's rewind point) with SGD 0.1, momentum 0.9, cosine")
+                          "from init (or the method's rewind point) with the --train-* recipe; joint: weights "
+                          "and mask are trained together in the search (the recipe for the weights), the binary "
+                          "mask is evaluated, no retraining (methods with a search loop)")
     run.add_argument("--epochs", type=int, help="search epochs per cell (default 10)")
     run.add_argument("--train-epochs", dest="train_epochs", type=int,
                      help="weight-training epochs after the search in the weak regime, and for dense "
@@ -78,6 +80,10 @@ def make_parser() -> argparse.ArgumentParser:
                           "kaiming_normal for all), signed_constant, "
                           "kaiming_normal, uniform, scaled_signed_constant, scaled_kaiming_normal, "
                           "scaled_uniform, keep (scaled: fan_in x density)")
+    run.add_argument("--activation", choices=["relu", "prelu", "leaky"],
+                     help="nonlinearity replacing the model's nn.ReLU modules (classic nets and torchvision "
+                          "ResNets): relu (default), prelu (PReLU, slope 0.25 at init, trained with the weights), "
+                          "leaky (LeakyReLU 0.01); part of the cell id")
     run.add_argument("--exclude", type=csv_list(str), help="glob patterns of module names never masked")
     run.add_argument("--val-size", dest="val_size", type=float,
                      help="fraction of the training split held out for validation, a fixed split (default 0.1)")
@@ -161,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.sweep import run_sweep
 
     flags = {k: getattr(args, k) for k in ("methods", "arch", "dataset", "sparsity", "seeds", "granularity",
-                                           "regime", "epochs", "train_epochs", "sanity", "amp", "compile", "batch_size", "train_size", "tuned", "weight_init", "exclude", "device",
+                                           "regime", "epochs", "train_epochs", "sanity", "amp", "compile", "batch_size", "train_size", "tuned", "weight_init", "activation", "exclude", "device",
                                            "data_root", "out", "name", "val_size")}
     flags["hparams"] = parse_sets(args.sets)
     flags["train"] = {k.removeprefix("train."): v for k, v in vars(args).items() if k.startswith("train.") and v is not None}

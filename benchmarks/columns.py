@@ -14,7 +14,8 @@ COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "cell": ("id", "hash of the cell's complete settings"),
         "method": ("name", "the method (bench list methods)"),
         "granularity": ("name", "unstructured (per weight) or structured (per unit)"),
-        "regime": ("name", "strong (weights frozen at init) or weak (surviving weights trained)"),
+        "regime": ("name", "strong (weights frozen at init), weak (surviving weights trained after the search) "
+                           "or joint (weights trained with the mask during the search)"),
         "sanity": ("name", "none, or the sanity check applied to the parent cell's mask: random, shuffle, reinit"),
         "arch": ("name", "architecture"),
         "dataset": ("name", "dataset"),
@@ -40,6 +41,7 @@ COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "train_s": ("s", "wall seconds of weight training"),
         "train_*": ("varies", "the weight-training recipe (benchmarks/recipe.py), when weights were trained"),
         "weight_init": ("name", "initial weights"),
+        "activation": ("name", "nonlinearity in place of the model's nn.ReLU modules (relu, prelu, leaky)"),
         "exclude": ("patterns", "module-name patterns never masked, ';'-separated"),
         "val_size": ("fraction", "fraction of the training split held out for validation"),
         "train_size": ("examples", "training examples used"),

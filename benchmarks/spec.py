@@ -20,13 +20,13 @@ import yaml
 
 from benchmarks.errors import UserError
 from benchmarks.recipe import Recipe
+from benchmarks.zoo import ACTIVATIONS
 from methods import METHODS, get_method
-from methods.base import identity, later, without_later_defaults
+from methods.base import REGIMES, identity, later, without_later_defaults
 from methods.init import DEFAULT_WEIGHT_INIT, WEIGHT_INITS
 from methods.sanity import SANITY
 
 GRANULARITIES = ("unstructured", "structured")
-REGIMES = ("strong", "weak")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class Cell:
     train_size: int = later(0)  # a fixed subset of this many training examples (0: the whole split)
     tuned: str = later("")  # "study:trial" of the `bench tune` configuration in `hparams`, "" for defaults
     train: tuple[tuple[str, Any], ...] = later(())  # weight-training recipe fields that differ from `Recipe()`
+    activation: str = later("relu")  # what replaces the model's nn.ReLU modules (`benchmarks.zoo.ACTIVATIONS`)
 
     @property
     def id(self) -> str:
@@ -111,6 +112,21 @@ def method_hparams(method: str, overrides: dict[str, Any]) -> tuple[tuple[str, A
     return tuple(sorted(dataclasses.asdict(hp).items()))
 
 
+def hparam_grid(method: str, overrides: dict[str, Any]) -> list[tuple[tuple[str, Any], ...]]:
+    """Every configuration of `method` the overrides describe: a value that is a list (YAML) or holds commas
+    (``--set crbg.lam=0.1,1,10``) is an axis of the grid, crossed with the others like sparsity and seeds."""
+    axes = {k: _values(v) for k, v in overrides.items()}
+    return [method_hparams(method, dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
+
+
+def _values(raw: Any) -> list[Any]:
+    items = raw if isinstance(raw, list) else str(raw).split(",") if isinstance(raw, str) and "," in raw else [raw]
+    items = [v.strip() if isinstance(v, str) else v for v in items]
+    if not items or any(v == "" for v in items):
+        raise UserError(f"empty value in hyperparameter list {raw!r}")
+    return items
+
+
 def train_recipe(values: dict[str, Any]) -> Recipe:
     """A `Recipe` from flag or YAML values (``train:`` mapping), coerced and validated with one-line errors."""
     if not isinstance(values, dict):
@@ -155,6 +171,7 @@ class SweepSpec:
     compile: bool = False
     batch_size: int = 128
     weight_init: str = "auto"
+    activation: str = "relu"
     exclude: list[str] = field(default_factory=list)
     val_size: float = 0.1
     train_size: int = 0
@@ -178,8 +195,15 @@ class SweepSpec:
                 raise UserError(f"unknown granularity {g!r}; choose from {', '.join(GRANULARITIES)}")
         if self.regime not in REGIMES:
             raise UserError(f"unknown regime {self.regime!r}; available: {', '.join(REGIMES)}")
+        if self.regime == "joint":
+            fixed = [m for m in self.methods if not (get_method(m).searches or get_method(m).dense)]
+            if fixed:
+                raise UserError(f"--regime joint trains the weights during the mask search, and {', '.join(fixed)} "
+                                f"fix their mask before any training: run them with --regime weak")
         if self.weight_init != "auto" and self.weight_init not in WEIGHT_INITS:
             raise UserError(f"unknown weight init {self.weight_init!r}; choose from auto, {', '.join(WEIGHT_INITS)}")
+        if self.activation not in ACTIVATIONS:
+            raise UserError(f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise UserError("epochs and batch size must be at least 1")
         if self.train_epochs is not None and self.train_epochs < 1:
@@ -196,7 +220,7 @@ class SweepSpec:
             if m not in METHODS:
                 raise UserError(f"hyperparameters given for unknown method {m!r}")
         # every method given hyperparameters is validated, also one this run does not include
-        self._method_hparams = {m: method_hparams(m, self.hparams.get(m, {})) for m in [*self.methods, *self.hparams]}
+        self._method_hparams = {m: hparam_grid(m, self.hparams.get(m, {})) for m in [*self.methods, *self.hparams]}
         self._tuned = load_tuned(Path(self.tuned)) if self.tuned else {}
 
     @classmethod
@@ -225,27 +249,32 @@ class SweepSpec:
             if gran not in cls.granularities:
                 continue
             trains = self.regime == "weak" or cls.dense
-            hparams, tuned = self._method_hparams[method], ""
+            configs, tuned = self._method_hparams[method], ""
             entry = self._tuned.get((method, arch, dataset, gran, float(target)))
             if entry is not None:  # the tuned configuration, under any --set of this command
-                hparams = method_hparams(method, {**entry["hparams"], **self.hparams.get(method, {})})
+                configs = hparam_grid(method, {**entry["hparams"], **self.hparams.get(method, {})})
                 tuned = f"{entry['study']}:{entry['trial']}"
-            base = Cell(method=method, arch=arch, dataset=dataset, target_sparsity=0.0 if cls.dense else float(target),
-                        seed=int(seed), granularity=gran, regime=self.regime, epochs=self.epochs,
-                        batch_size=self.batch_size,
-                        weight_init=cls.default_init(self.regime) if self.weight_init == "auto" else self.weight_init,
-                        exclude=tuple(self.exclude), val_size=self.val_size,
-                        hparams=hparams, tuned=tuned,
-                        train_epochs=(self.train_epochs or self.epochs) if trains else 0, amp=self.amp,
-                        train_size=self.train_size, train=self._recipe.overrides())
-            variants = SANITY if self.sanity and not cls.dense else ("none",)
-            for variant in variants:
-                cell = dataclasses.replace(base, sanity=variant)
-                out.setdefault(cell.id, cell)
+            for hparams in configs:
+                self._add(out, cls, hparams, tuned, trains, method=method, arch=arch, dataset=dataset,
+                          target_sparsity=0.0 if cls.dense else float(target), seed=int(seed), granularity=gran)
         if not out:
             raise UserError(f"no cell to run: none of the methods {self.methods} supports granularity "
                             f"{self.granularity}")
         return list(out.values())
+
+    def _add(self, out: dict[str, Cell], cls: Any, hparams: tuple, tuned: str, trains: bool, **point: Any) -> None:
+        """Add the cell of one grid point (and its sanity checks) to `out`, keyed by id."""
+        base = Cell(**point, regime=self.regime, epochs=self.epochs,
+                    batch_size=self.batch_size,
+                    weight_init=cls.default_init(self.regime) if self.weight_init == "auto" else self.weight_init,
+                    exclude=tuple(self.exclude), val_size=self.val_size,
+                    hparams=hparams, tuned=tuned,
+                    train_epochs=(self.train_epochs or self.epochs) if trains else 0, amp=self.amp,
+                    train_size=self.train_size, train=self._recipe.overrides(), activation=self.activation)
+        variants = SANITY if self.sanity and not cls.dense else ("none",)
+        for variant in variants:
+            cell = dataclasses.replace(base, sanity=variant)
+            out.setdefault(cell.id, cell)
 
     @property
     def run_name(self) -> str:

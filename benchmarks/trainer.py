@@ -1,5 +1,6 @@
-"""The training loop of one cell: prepare -> search the mask -> fix it -> (weak regime) train the surviving
-weights -> evaluate with the binary mask. Long phases checkpoint every epoch and resume from there."""
+"""The training loop of one cell: prepare -> search the mask (joint regime: and the weights) -> fix it ->
+(weak regime) train the surviving weights -> evaluate with the binary mask. Long phases checkpoint every
+epoch and resume from there."""
 
 from __future__ import annotations
 
@@ -127,6 +128,31 @@ def weight_step(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, criter
     opt.step()
     sched.step()
     return loss.detach()
+
+
+class Paired:
+    """Two optimisers, or two LR schedules (either may be None), stepped and checkpointed as one: the joint
+    regime's mask search (the method's own optimiser) beside its weight training (the cell's recipe)."""
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self.parts = (first, second)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.parts:
+            p.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for p in self.parts:
+            if p is not None:
+                p.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"parts": [p.state_dict() if p is not None else None for p in self.parts]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for p, s in zip(self.parts, state["parts"]):
+            if p is not None:
+                p.load_state_dict(s)
 
 
 class Checkpoint:
@@ -281,12 +307,23 @@ class CellRun:
         bar.close()
 
     def search(self, epochs: int) -> None:
-        """The method's search loop: `epochs` passes over the training data, the method's params only."""
-        opt, sched = self.pruner.optimizer(epochs * self.steps_per_epoch)
+        """The method's search loop: `epochs` passes over the training data. The method's params only, except
+        in the joint regime, where the cell's recipe also trains the model's weights, step for step."""
+        steps = epochs * self.steps_per_epoch
+        opt, sched = self.pruner.optimizer(steps)
+        weights = self.pruner.weight_parameters() if self.pruner.regime == "joint" \
+            and not self.pruner.search_trains_weights else []
+        if weights:
+            for p in weights:
+                p.requires_grad_(True)
+            w_opt = self.recipe.make_optimizer(weights)
+            opt, sched = Paired(opt, w_opt), Paired(sched, self.recipe.make_schedule(w_opt, steps, self.steps_per_epoch))
         self._epochs("search", epochs, opt, sched, self.pruner.augment_search,
                      lambda x, y, step: search_step(self.forward, self.pruner, opt, sched, self.criterion, x, y,
                                                     step, self.amp),
                      after_epoch=self.pruner.on_epoch)
+        for p in weights:
+            p.requires_grad_(False)
 
     def finalize(self) -> None:
         """Fix the final mask (`Pruner.finalize`: the exact projection of most methods). After a search,
@@ -326,7 +363,8 @@ def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: 
           test: bool = True, train_epochs: int | None = None, sanity: str = "none",
           checkpoint: Path | None = None, recipe: Recipe = Recipe(lr=DEFAULT_LR), speed: Speed = Speed(),
           share_search: Path | None = None) -> TrainResult:
-    """Run a cell. Search the mask for `epochs` epochs (methods with a search loop), fix it
+    """Run a cell. Search the mask for `epochs` epochs (methods with a search loop; in the joint regime the
+    weights are trained with it and never retrained), fix it
     (`pruner.finalize`), apply a `sanity` ablation, then in the weak regime (and for `dense` always) train
     the surviving weights from `pruner.rewind_state()` for `train_epochs` (default `epochs`), and evaluate.
     `on_epoch` sees each epoch's metrics; `test=False` never touches the test set. With `share_search`

@@ -38,12 +38,56 @@ def register_model(name: str, train_lr: float | None = None) -> Callable[[ModelF
     return deco
 
 
-def build_model(name: str, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+def build_model(name: str, num_classes: int, input_shape: tuple[int, ...], activation: str = "relu") -> nn.Module:
     if name.startswith("timm:"):
-        return _timm(name.removeprefix("timm:"), num_classes, input_shape)
-    if name not in MODELS:
+        model = _timm(name.removeprefix("timm:"), num_classes, input_shape)
+    elif name not in MODELS:
         raise UserError(f"unknown arch {name!r}; available: {', '.join(sorted(MODELS))}, or timm:<name>")
-    return MODELS[name](num_classes, input_shape)
+    else:
+        model = MODELS[name](num_classes, input_shape)
+    return set_activation(model, activation, input_shape, name)
+
+
+# The nonlinearity that replaces each nn.ReLU module (`--activation`). ReLU silently zeroes every unit whose
+# pre-activation is negative on all inputs, which a structured search cannot tell from a gated-off unit; CRBG's
+# thesis used a "PreReLU" to avoid that "unintentional sparsification". We read it as PReLU (He et al. 2015):
+# one negative slope per channel, 0.25 at init (frozen there in the strong regime, trained where the weights
+# are). One slope shared by a whole layer gathers a gradient a hundred times a weight's and sends SGD at lr 0.1
+# to NaN in the first epoch (dense LeNet-300-100, MNIST). Also a fixed leaky ReLU (slope 0.01).
+ACTIVATIONS = ("relu", "prelu", "leaky")
+
+
+def set_activation(model: nn.Module, activation: str, input_shape: tuple[int, ...], arch: str = "the model") -> nn.Module:
+    """Replace every ``nn.ReLU`` module of `model` with `activation` (one of `ACTIVATIONS`), in place. PReLU's
+    channel count comes from one forward pass of a zero input of `input_shape`. A model without a ReLU module
+    (a timm ViT), or one whose shared ReLU module serves layers of different widths (torchvision's Bottleneck),
+    is an error, not a silent ReLU. (ReLU applied as a function cannot be seen: the registered models apply
+    it as modules only.)"""
+    if activation not in ACTIVATIONS:
+        raise UserError(f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
+    if activation == "relu":
+        return model
+    targets = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+               if type(child) is nn.ReLU]
+    if not targets:
+        raise UserError(f"--activation {activation}: {arch} has no nn.ReLU module to replace (supported on "
+                        f"lenet300, conv2..conv8, resnet20 and the torchvision ResNets)")
+    widths: dict[int, set[int]] = {id(c): set() for _, _, c in targets}
+    hooks = [c.register_forward_hook(lambda m, inp, out: widths[id(m)].add(inp[0].shape[1])) for _, _, c in targets]
+    was_training = model.training
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, *input_shape))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    for parent, name, child in targets:
+        if len(widths[id(child)]) != 1:
+            raise UserError(f"--activation {activation}: {arch} shares one ReLU module between layers of widths "
+                            f"{sorted(widths[id(child)])}; use --activation leaky there")
+        width = widths[id(child)].pop() if activation == "prelu" else 0
+        widths[id(child)].add(width)
+        setattr(parent, name, nn.PReLU(width) if activation == "prelu" else nn.LeakyReLU())
+    return model
 
 
 @register_model("lenet300")
@@ -123,10 +167,11 @@ class _BasicBlock(nn.Module):
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), FrozenBN(cout))
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()  # modules, so `--activation` can replace them
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+        out = self.relu1(self.bn1(self.conv1(x)))
+        return self.relu2(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
 @register_model("resnet20")

@@ -23,7 +23,8 @@ from torch.nn.utils import parametrize
 from methods.init import DEFAULT_WEIGHT_INIT, init_weight
 
 Granularity = Literal["unstructured", "structured"]
-Regime = Literal["strong", "weak"]
+Regime = Literal["strong", "weak", "joint"]
+REGIMES: tuple[str, ...] = ("strong", "weak", "joint")
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -277,8 +278,11 @@ class Pruner(ABC):
             raise ValueError(f"sparsity must be in (0, 1), got {sparsity}")
         if granularity not in self.granularities:
             raise ValueError(f"method {self.name!r} supports granularity {self.granularities}, not {granularity!r}")
-        if regime not in ("strong", "weak"):
-            raise ValueError(f"regime must be strong or weak, got {regime!r}")
+        if regime not in REGIMES:
+            raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
+        if regime == "joint" and not (self.searches or self.dense):
+            raise ValueError(f"method {self.name!r} fixes its mask before any training, so the joint regime (weights "
+                             f"and mask found together) does not apply to it; use the weak regime")
         self.model = model
         self.target = sparsity
         self.granularity = granularity
@@ -295,8 +299,8 @@ class Pruner(ABC):
 
     @classmethod
     def default_init(cls, regime: str) -> str:
-        """The weights a method starts from by default: in the weak regime every method starts from the
-        standard Kaiming-normal init, whose weights are then trained; in the strong regime the method's own
+        """The weights a method starts from by default: in the weak and joint regimes every method starts from
+        the standard Kaiming-normal init, whose weights are then trained; in the strong regime the method's own
         choice (the scaled signed constant for mask-search methods)."""
         return cls.weight_init if regime == "strong" else "kaiming_normal"
 
@@ -331,6 +335,12 @@ class Pruner(ABC):
         """The model's own parameters (weights, biases, norms), i.e. everything but the masks' state."""
         masks = {id(p) for p in self.mask_parameters()}
         return [p for p in self.model.parameters() if id(p) not in masks]
+
+    @property
+    def search_trains_weights(self) -> bool:
+        """Whether the method's own search optimiser also trains the model's weights (CS in its paper's
+        protocol). In the joint regime the trainer trains them beside any other method's search."""
+        return False
 
     def weight_state(self) -> dict[str, Tensor]:
         """A copy of the model's weights and buffers (BN statistics included), masks' state excluded."""
@@ -503,7 +513,7 @@ def chained_inputs(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> dic
     if not isinstance(model, nn.Sequential):
         return {}
     passthrough = (nn.ReLU, nn.Flatten, nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Identity, nn.BatchNorm1d,
-                   nn.BatchNorm2d, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU)
+                   nn.BatchNorm2d, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.PReLU)
     names = {id(m): n for n, m in layers}
     feeds, prev = {}, None
     for child in model.children():

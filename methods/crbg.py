@@ -8,6 +8,19 @@ The dual control is two-sided and every rate is per fraction of the search (`met
 rate on mu is ``lr`` for a search of ``lr_ref_steps`` steps, scaled by lr_ref_steps / steps, so short
 searches move the gates as far as long ones (at 720 steps, 1,500 MNIST images: 91.5 / 90.9 / 90.1 %
 at sparsity 0.5 / 0.8 / 0.9 against 85.7 / 88.7 / 85.7 % with a per-step rate).
+
+Regularisers (``regularizer``; the thesis compares two and reports that induce-decision wins on LeNet):
+
+- ``induce-sparse``: lambda * mean Phi(mu / sigma), the expected fraction of open gates.
+- ``induce-decision`` (our definition; the thesis gives no formula): induce-sparse plus
+  ``decide * t^2 * mean P(0 < z < 1)``, where P(0 < z < 1) = Phi((1 - mu) / sigma) - Phi(-mu / sigma) is the
+  probability that a gate's draw falls strictly inside (0, 1), i.e. that the gate has not decided between
+  closed and open, and t is the fraction of the search done. Its gradient
+  (phi(mu / sigma) - phi((1 - mu) / sigma)) / sigma is zero at mu = 1/2 and pushes mu away from 1/2 on either
+  side, towards 0 (closed) or 1 (open), so the binary mask 1[mu > 1/2] agrees with the gates the network was
+  trained with; it does not favour either side, so sparsity is still set by lambda (and the target control).
+  The t^2 ramp (as CS's decision penalty, `methods.cs`) lets the task gradient sort the gates before they
+  are pushed to a decision. ``decide`` is the penalty's final weight on the same mean scale as lambda.
 """
 
 from __future__ import annotations
@@ -18,9 +31,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods.base import Mask, MaskedWeight, Pruner
+from methods.base import Mask, MaskedWeight, Pruner, later
 from methods.schedules import REFERENCE_STEPS, lr_schedule, per_search_lr
 from methods.target import TargetControlled, TargetHparams
+
+REGULARIZERS = ("induce-sparse", "induce-decision")
 
 
 @dataclass
@@ -34,11 +49,17 @@ class CRBGHparams(TargetHparams):
     threshold: float = 0.5
     lam: float = 1.0
     schedule: str = "constant"
+    regularizer: str = later("induce-sparse")
+    decide: float = later(1.0)  # induce-decision: the decision penalty's final weight
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.sigma <= 0:
             raise ValueError(f"crbg.sigma must be > 0, got {self.sigma}")
+        if self.regularizer not in REGULARIZERS:
+            raise ValueError(f"crbg.regularizer must be one of {', '.join(REGULARIZERS)}, got {self.regularizer!r}")
+        if self.decide < 0:
+            raise ValueError(f"crbg.decide must be >= 0, got {self.decide}")
 
 
 class CRBGMask(Mask):
@@ -50,6 +71,7 @@ class CRBGMask(Mask):
         self.sigma = hp.sigma
         self.threshold = hp.threshold
         self.penalty_scale: Tensor | None = None  # lambda / (n sigma sqrt(2 pi)) (signed), armed by `CRBG.penalty`
+        self.decide_scale = 0.0  # induce-decision: decide t^2 / (n sigma sqrt(2 pi)), set by `CRBG.on_step`
 
     def search_mask(self) -> Tensor:
         return (self.mu + torch.empty_like(self.mu).normal_(0.0, self.sigma)).clamp(0.0, 1.0)
@@ -65,7 +87,10 @@ class CRBGMask(Mask):
         scale, self.penalty_scale = self.penalty_scale, None
         if scale is not None:  # + d/dmu of lambda / n * Phi(mu / sigma): lambda / n * phi(mu / sigma) / sigma
             mu = self.mu.detach()
-            grad.addcmul_(torch.mul(mu, mu).mul_(-0.5 / self.sigma**2).exp_(), scale)
+            d = self.decide_scale  # + d/dmu of the decision term: d (phi(mu / sigma) - phi((1 - mu) / sigma))
+            grad.addcmul_(torch.mul(mu, mu).mul_(-0.5 / self.sigma**2).exp_(), scale + d if d else scale)
+            if d:
+                grad.add_(torch.rsub(mu, 1.0).square_().mul_(-0.5 / self.sigma**2).exp_(), alpha=-d)
         return grad
 
     def binary_mask(self) -> Tensor:
@@ -87,14 +112,21 @@ class CRBG(TargetControlled, Pruner):
         super().__init__(*args, **kwargs)
         self._gates = self.gated()
         self._n_gates = sum(m.mu.numel() for m in self._gates)
+        self._total_steps = 1  # of the search, set by `optimizer`
         self.init_control()
 
     @property
     def lam(self) -> Tensor:
         return self.control.lam
 
+    @property
+    def decide(self) -> float:
+        """The decision penalty's final weight: `decide` with induce-decision, else 0."""
+        return self.hp.decide if self.hp.regularizer == "induce-decision" else 0.0
+
     def optimizer(self, total_steps: int):
         self.start_control(total_steps)
+        self._total_steps = total_steps
         opt = torch.optim.Adam(self.parameters(), lr=per_search_lr(self.hp.lr, self.hp.lr_ref_steps, total_steps),
                                fused=True)  # one kernel for all gates
         return opt, lr_schedule(opt, self.hp.schedule, total_steps)
@@ -110,7 +142,19 @@ class CRBG(TargetControlled, Pruner):
         for m in self._gates:
             m.penalty_scale = scale
         erf_sum = sum(torch.mul(m.mu, 1.0 / (s * math.sqrt(2.0))).erf_().sum() for m in self._gates)
-        return self.lam * 0.5 * (1.0 + erf_sum / self._n_gates)
+        value = self.lam * 0.5 * (1.0 + erf_sum / self._n_gates)
+        d = self._gates[0].decide_scale * self._n_gates * s * math.sqrt(2.0 * math.pi)  # decide t^2
+        if d:  # + d * mean P(0 < z < 1) = d * mean (erf((1 - mu) / (sigma sqrt 2)) + erf(mu / (sigma sqrt 2))) / 2
+            undecided = sum(torch.rsub(m.mu, 1.0).mul_(1.0 / (s * math.sqrt(2.0))).erf_().sum() for m in self._gates)
+            value = value + d * 0.5 * (undecided + erf_sum) / self._n_gates
+        return value
+
+    def on_step(self, step: int) -> None:
+        super().on_step(step)  # dual update of lambda
+        t = min(1.0, (step + 1) / self._total_steps)
+        scale = self.decide * t**2 / (self._n_gates * self.hp.sigma * math.sqrt(2.0 * math.pi))
+        for m in self._gates:
+            m.decide_scale = scale
 
     @torch.no_grad()
     def density(self) -> Tensor:
@@ -130,6 +174,14 @@ class CRBG(TargetControlled, Pruner):
 
     def state(self) -> dict[str, float]:
         return {"lambda": float(self.lam)}
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "decide_scale": self._gates[0].decide_scale}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        for m in self._gates:
+            m.decide_scale = state.get("decide_scale", 0.0)
 
     def record(self) -> dict:
         return {**super().record(), "penalty_norm": "mean_over_gates", "lambda_final": float(self.lam)}

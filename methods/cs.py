@@ -117,7 +117,11 @@ class ContinuousSparsification(TargetControlled, Pruner):
 
     @property
     def trains_weights(self) -> bool:
-        return self.regime == "weak"
+        return self.regime in ("weak", "joint")
+
+    @property
+    def search_trains_weights(self) -> bool:
+        return self.trains_weights
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return self.mask_parameters() + (self.weight_parameters() if self.trains_weights else [])

@@ -126,7 +126,7 @@ class TargetControlled:
     def init_control(self) -> None:
         self.control = DensityController(self.hp.lam, self.hp.lam_rate, self.hp.lam_down, self.hp.ramp,
                                          self.hp.lead, 1.0 - self.target, self.density(), self.device,
-                                         self.hp.two_sided)
+                                         self.hp.two_sided and "dual" in self.hp.target_mode)  # else lambda stays hp.lam
 
     def start_control(self, total_steps: int) -> None:
         self.control.total_steps = total_steps

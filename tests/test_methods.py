@@ -30,8 +30,12 @@ def spec_penalty(pruner, penalty) -> torch.Tensor:
     """The penalty as the specs write it, differentiable by autograd (the methods add its gradient
     analytically in their masks' `mask_grad`)."""
     if pruner.name == "crbg":
-        gates = [m.mu for m in pruner.gated()]
-        return pruner.lam * sum(normal_cdf(mu / pruner.hp.sigma).sum() for mu in gates) / sum(g.numel() for g in gates)
+        gates, s = [m.mu for m in pruner.gated()], pruner.hp.sigma
+        n = sum(g.numel() for g in gates)
+        sparse = pruner.lam * sum(normal_cdf(mu / s).sum() for mu in gates) / n
+        t = pruner.gated()[0].decide_scale * n * s * math.sqrt(2 * math.pi) / max(pruner.decide, 1e-30)  # t^2
+        undecided = sum((normal_cdf((1 - mu) / s) - normal_cdf(-mu / s)).sum() for mu in gates) / n  # P(0 < z < 1)
+        return sparse + pruner.decide * t * undecided
     if pruner.name == "cs":
         masks = pruner.gated()
         soft = [torch.sigmoid(m.beta * m.s) for m in masks]
@@ -201,22 +205,25 @@ def test_sparsity_out_of_range():
         get_method("crbg")(lenet(), 1.0)
 
 
-FUSED = [("crbg", "unstructured", "strong"), ("crbg", "structured", "strong"), ("cs", "unstructured", "strong"),
-         ("cs", "unstructured", "weak"), ("cts", "unstructured", "strong"), ("edgepopup", "unstructured", "strong")]
+FUSED = [("crbg", "unstructured", "strong", {}), ("crbg", "structured", "strong", {}),
+         ("crbg", "unstructured", "strong", {"regularizer": "induce-decision", "decide": 50.0}),
+         ("cs", "unstructured", "strong", {}), ("cs", "unstructured", "weak", {}), ("cts", "unstructured", "strong", {}),
+         ("edgepopup", "unstructured", "strong", {})]
 
 
 @pytest.mark.parametrize("layout", ["default", "channels_last+bf16"])
-@pytest.mark.parametrize("name,granularity,regime", FUSED)
-def test_fused_masked_weight_matches_autograd_on_the_reference_mask(name, granularity, regime, layout, monkeypatch):
+@pytest.mark.parametrize("name,granularity,regime,hp", FUSED)
+def test_fused_masked_weight_matches_autograd_on_the_reference_mask(name, granularity, regime, hp, layout,
+                                                                    monkeypatch):
     """Each method's search loss (one-node `search_forward`, penalty gradient added in `mask_grad`) gives
     the loss and gradients (mask parameters and, where trained, weights) that autograd gives on
     ``weight * search_mask()`` plus the spec's penalty with the same random draw; also with the CUDA
     path's channels_last weights and bf16 autocast."""
     torch.manual_seed(0)
     model = build_model("conv2", 10, (3, 32, 32))
-    pruner = get_method(name)(model, 0.8, granularity, regime=regime)
+    pruner = get_method(name)(model, 0.8, granularity, get_method(name).Hparams(**hp), regime=regime)
     pruner.optimizer(10)
-    pruner.on_step(3)  # CS: a temperature other than 1
+    pruner.on_step(3)  # CS: a temperature other than 1; CRBG induce-decision: its weight at t = 0.4
     if hasattr(pruner, "control"):  # CRBG, CS: a penalty gradient as large as the task's
         pruner.control.log_lam.fill_(5.0)
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
