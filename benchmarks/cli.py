@@ -96,7 +96,8 @@ def make_parser() -> argparse.ArgumentParser:
                           "dataset, granularity and target (DIR/tuned.yaml); cells without one use the defaults; "
                           "rows record tuned=study:trial or default, and reports show the two as separate series")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
-                     help="override a method hyperparameter, e.g. crbg.lr=0.02 (repeatable)")
+                     help="override a method hyperparameter, e.g. crbg.lr=0.02 (repeatable); a comma-separated list is a "
+                          "grid axis: crbg.lam=0.1,1,10")
     run.add_argument("--device", help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
     run.add_argument("--data-root", dest="data_root", help="dataset folder (default $TICKETBENCH_DATA or ./data)")
     run.add_argument("--out", help="output folder (default results/<arch>_<dataset>)")
