@@ -122,6 +122,9 @@ def make_parser() -> argparse.ArgumentParser:
                      help="sparsity axis: linear, or log(density) so 0.9/0.95/0.99 are readable")
     rep.add_argument("--layer-target", type=float, help="target sparsity for the per-layer plot (default highest)")
     rep.add_argument("--metric", default="test_acc", choices=["test_acc", "val_acc"], help="accuracy column")
+    rep.add_argument("--reference", default="crbg",
+                     help="the series the equal-accuracy table compares every other against, both ways (default "
+                          "crbg; the first series when it is absent)")
 
     tune = sub.add_parser("tune", help="tune methods' hyperparameters with Optuna, equal budgets (validation only)",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -190,7 +193,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from reports.build import build_report
 
     out = args.out or Path("reports") / args.folders[0].resolve().name
-    build_report(args.folders, out, args.x_mode, args.layer_target, args.metric)
+    build_report(args.folders, out, args.x_mode, args.layer_target, args.metric, args.reference)
     print(f"report written to {out / 'index.md'} and {out / 'index.html'}")
     return 0
 

@@ -86,7 +86,9 @@ def sparsity_at_accuracy(curve: pd.DataFrame, accuracy: float) -> float:
 
 def equal_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
     """For each panel, each ordered pair (A, B) and each point of B: the sparsity A reaches at B's accuracy,
-    and how many times fewer weights A keeps there ((1 - s_B) / (1 - s_A))."""
+    and how many times fewer weights A keeps there ((1 - s_B) / (1 - s_A)). `bound` is True where A is still
+    above B's accuracy at A's sparsest measured point: A's sparsity there is only a lower bound (and the ratio
+    too), since the sweep stopped before A fell to that accuracy."""
     rows = []
     for key, panel in summary.groupby(PANEL):
         curves = {name: g for name, g in panel.groupby("series")}
@@ -96,10 +98,12 @@ def equal_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
                     if a_name == b_name:
                         continue
                     s_a = sparsity_at_accuracy(a, point["mean"])
+                    sparsest = a.loc[a["sparsity"].idxmax()]
                     rows.append(dict(zip(PANEL, key), method=a_name, reference=b_name,
                                      reference_sparsity=point["sparsity"], reference_acc=point["mean"],
                                      sparsity=s_a, density_ratio=(1 - point["sparsity"]) / (1 - s_a)
-                                     if not math.isnan(s_a) else math.nan))
+                                     if not math.isnan(s_a) else math.nan,
+                                     bound=bool(sparsest["mean"] > point["mean"])))
     return pd.DataFrame(rows)
 
 

@@ -13,7 +13,7 @@ from benchmarks.cli import main
 from benchmarks.results import append_rows
 from reports.stats import ci95, equal_accuracy, missing_cells, pareto_mask, sparsity_at_accuracy, summarize
 from reports import figures
-from reports.tables import latex, markdown
+from reports.tables import equal_accuracy_markdown, latex, markdown
 
 
 def run_row(method, target, seed, acc, sparsity=None, status="ok", gran="unstructured"):
@@ -82,6 +82,13 @@ def test_sparsity_at_equal_accuracy_interpolates_never_extrapolates():
     eq = equal_accuracy(summ)
     row = eq[(eq.method == "a") & (eq.reference == "b") & (eq.reference_sparsity == 0.8)].iloc[0]
     assert row.sparsity == pytest.approx(0.9) and row.density_ratio == pytest.approx(0.2 / 0.1)
+    assert not row.bound  # a's sweep reached b's 95 % exactly at its sparsest target
+    past = eq[(eq.method == "a") & (eq.reference == "b") & (eq.reference_sparsity == 0.9)].iloc[0]
+    assert past.sparsity == pytest.approx(0.9) and past.bound  # a still at 95 > 90 % where its sweep stopped
+    reverse = eq[(eq.method == "b") & (eq.reference == "a") & (eq.reference_sparsity == 0.8)].iloc[0]
+    assert reverse.sparsity == pytest.approx(0.5) and not reverse.bound  # b falls below a's 97 % after 0.5
+    text = equal_accuracy_markdown(eq[eq.method == "a"])
+    assert "| 0.900 | 90.00 | ≥ 0.900 | ≥ 1.00 |" in text and "| 0.800 | 95.00 | 0.900 | 2.00 |" in text
 
 
 def test_bench_report_writes_every_item(tmp_path, capsys):
@@ -101,6 +108,9 @@ def test_bench_report_writes_every_item(tmp_path, capsys):
     index = (out / "index.md").read_text()
     assert "acc_vs_sparsity_mnist_lenet300_strong.png" in index and "Pareto" in index and "torch 2.x" in index
     assert "None: every series" in index
+    assert "both ways against crbg" in index and "| edgepopup | crbg |" in index and "| crbg | edgepopup |" in index
+    assert main(["report", str(folder), "--out", str(tmp_path / "rep2"), "--reference", "edgepopup"]) == 0
+    assert "both ways against edgepopup" in (tmp_path / "rep2" / "index.md").read_text()
 
 
 @pytest.mark.parametrize("damage,message", [
