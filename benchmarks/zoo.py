@@ -90,15 +90,21 @@ def set_activation(model: nn.Module, activation: str, input_shape: tuple[int, ..
     return model
 
 
-@register_model("lenet300")
-def lenet300(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    """LeNet-300-100: fully connected 784-300-100-10, no biases (layers fc1, fc2, fc3)."""
+def lenet300(num_classes: int, input_shape: tuple[int, ...], width: float = 1.0) -> nn.Module:
+    """LeNet-300-100: fully connected 784-300-100-10, no biases (layers fc1, fc2, fc3); `width` scales both
+    hidden layers (the CRBG thesis's base-network-size sweep: lenet300x0.25, x0.5, x2)."""
+    h1, h2 = round(300 * width), round(100 * width)
     return nn.Sequential(OrderedDict([
         ("flatten", nn.Flatten()),
-        ("fc1", nn.Linear(math.prod(input_shape), 300, bias=False)), ("relu1", nn.ReLU()),
-        ("fc2", nn.Linear(300, 100, bias=False)), ("relu2", nn.ReLU()),
-        ("fc3", nn.Linear(100, num_classes, bias=False)),
+        ("fc1", nn.Linear(math.prod(input_shape), h1, bias=False)), ("relu1", nn.ReLU()),
+        ("fc2", nn.Linear(h1, h2, bias=False)), ("relu2", nn.ReLU()),
+        ("fc3", nn.Linear(h2, num_classes, bias=False)),
     ]))
+
+
+register_model("lenet300")(lenet300)
+for _width in ("0.25", "0.5", "2"):
+    register_model(f"lenet300x{_width}")(partial(lenet300, width=float(_width)))
 
 
 CONV_WIDTHS = {2: (64,), 4: (64, 128), 6: (64, 128, 256), 8: (64, 128, 256, 512)}

@@ -146,6 +146,19 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
             idx.figure(paths, "Validation accuracy and current sparsity of the binary mask per epoch "
                               "(dotted: the target), mean over seeds.")
 
+    for (dataset, regime, series), g in summary.groupby(["dataset", "regime", "series"]):
+        if g["arch"].nunique() < 2:
+            continue
+        size = pd.to_numeric(res.ok["prunable_weights"], errors="coerce").groupby(res.ok["arch"]).max()  # small first
+        archs = sorted(g["arch"].unique(), key=lambda a: (size.get(a, 0), a))
+        g = g.set_index("arch").loc[archs].reset_index()
+        slug = f"{dataset}_{regime}_{series}".replace(" ", "_").replace("(", "").replace(")", "").replace(":", "_")
+        idx.heading(f"{series} across architectures, {dataset}, {regime} regime")
+        paths = figures.accuracy_by_arch(g, out, f"by_arch_{slug}")
+        g.to_csv(out / f"by_arch_{slug}.csv", index=False)
+        idx.figure(paths, f"{series}: test accuracy against the target on each architecture (a base-network-size "
+                          f"sweep where the archs are one family at several widths), seed mean with 95 % band.")
+
     if not res.trials.empty:
         trials = res.trials.copy()
         for col in ("val_acc", "sparsity"):

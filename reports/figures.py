@@ -98,6 +98,23 @@ def accuracy_vs_sparsity(summary: pd.DataFrame, dense: pd.DataFrame, palette: Pa
         return save(fig, out, stem)
 
 
+def accuracy_by_arch(summary: pd.DataFrame, out: Path, stem: str) -> list[Path]:
+    """One series on several architectures (a base-network-size sweep): a line per arch against the target
+    (for structured series the fraction of units removed), seed mean with its 95 % band."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.6))
+        colors = sns.color_palette("viridis", summary["arch"].nunique())
+        for (arch, g), color, marker in zip(summary.groupby("arch", sort=False), colors, MARKERS):
+            g = g.sort_values("target_sparsity")
+            ax.plot(g["target_sparsity"], g["mean"], marker=marker, color=color, label=arch, ms=4, lw=1.2)
+            if g["ci_lo"].notna().any():
+                ax.fill_between(g["target_sparsity"], g["ci_lo"], g["ci_hi"], color=color, alpha=0.2, lw=0)
+        ax.set_xlabel("target sparsity (structured: fraction of units removed)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7)
+        return save(fig, out, stem)
+
+
 def layer_sparsity(layers: pd.DataFrame, palette: Palette, out: Path, stem: str, target: float) -> list[Path]:
     """Per-layer sparsity (mean over seeds) of each series at one target: where each method prunes."""
     layers = layers.assign(layer=[f"{n}\n{s}" if "shape" in layers else n for n, s in

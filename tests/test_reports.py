@@ -225,3 +225,21 @@ def test_palette_is_fixed_per_method_name_and_intervals_stay_within_0_100():
                          "seed": [0, 1, 2]})
     row = summarize(rows).iloc[0]
     assert row["ci_hi"] == 100.0 and 0.0 <= row["ci_lo"] < row["mean"] and row["ci_half"] > 100 - row["mean"]
+
+
+def test_base_network_size_sweep_gets_one_figure_with_a_line_per_arch(tmp_path):
+    rows = []
+    for arch, width, base in (("lenet300x0.5", 150, 95.0), ("lenet300", 300, 97.0), ("lenet300x0.25", 75, 90.0)):
+        for t in (0.5, 0.77):
+            for s in (0, 1):
+                r = run_row("crbg", t, s, base - 10 * t + s, gran="structured")
+                rows.append({**r, "cell": f"{r['cell']}-{arch}", "arch": arch, "prunable_weights": width * 1000})
+    folder = fake_results(tmp_path / "res", rows)
+    out = tmp_path / "rep"
+    assert main(["report", str(folder), "--out", str(out)]) == 0
+    stem = "by_arch_mnist_strong_crbg_structured"
+    assert (out / f"{stem}.png").stat().st_size > 5000
+    table = pd.read_csv(out / f"{stem}.csv")
+    assert list(dict.fromkeys(table.arch)) == ["lenet300x0.25", "lenet300x0.5", "lenet300"]  # by size
+    assert table.loc[(table.arch == "lenet300") & (table.target_sparsity == 0.77), "mean"].item() == pytest.approx(89.8)
+    assert "crbg (structured) across architectures" in (out / "index.md").read_text()

@@ -97,3 +97,11 @@ def test_joint_regime_refuses_one_shot_methods():
     cells = SweepSpec(methods=["crbg", "dense"], regime="joint").cells()
     assert {c.regime for c in cells} == {"joint"}
     assert {c.method: c.train_epochs for c in cells} == {"crbg": 0, "dense": 10}
+
+
+def test_lenet300_width_family_for_the_base_size_sweep():
+    shapes = {a: [tuple(p.shape) for p in build_model(a, 10, (1, 28, 28)).parameters()]
+              for a in ("lenet300x0.25", "lenet300x0.5", "lenet300", "lenet300x2")}
+    assert shapes["lenet300x0.25"] == [(75, 784), (25, 75), (10, 25)]
+    assert shapes["lenet300x2"] == [(600, 784), (200, 600), (10, 200)]
+    assert shapes["lenet300"] == [(300, 784), (100, 300), (10, 100)]
