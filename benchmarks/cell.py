@@ -12,6 +12,8 @@ from typing import Any
 import torch
 
 import benchmarks
+from benchmarks.console import log
+from benchmarks.cost import ticket_cost
 from benchmarks.data import Splits
 from benchmarks.paths import checkpoint_path, search_snapshot, write_marker
 from benchmarks.spec import Cell
@@ -97,6 +99,11 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
                "error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
         return CellResult(run, [], [], None)
     report = pruner.report()
+    try:
+        cost, layer_cost = ticket_cost(pruner, splits.input_shape)
+    except Exception as e:  # a model the FLOP counter cannot run: the cell's result stands, its cost is unknown
+        log(f"bench: cell {cell.id}: cost not measured ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+        cost, layer_cost = {}, {}
     achieved = report.unit_sparsity if report.unit_sparsity is not None else report.sparsity
     status, error = "ok", ""
     if pruner.exact_target and abs(achieved - cell.target_sparsity) > TARGET_TOLERANCE:
@@ -109,7 +116,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
         "seed": cell.seed, "epochs": cell.epochs, "batch_size": cell.batch_size,
         "test_acc": result.test_acc, "val_acc": result.val_acc, **result.projection,
         "prunable_weights": report.weights, "kept_weights": report.kept,
-        "layer_collapse": len(report.collapsed), "collapsed_layers": ";".join(report.collapsed),
+        "layer_collapse": len(report.collapsed), "collapsed_layers": ";".join(report.collapsed), **cost,
         "search_epochs": result.search_epochs, "search_s": result.search_s, "search_from": result.search_from,
         "train_epochs": result.train_epochs, "train_s": result.train_s,
         **({f"train_{k}": v for k, v in recipe.to_dict().items()} if result.train_epochs else {}),
@@ -124,6 +131,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
            "sanity": cell.sanity, "target_sparsity": cell.target_sparsity, "seed": cell.seed}
     curves = [{**key, **row} for row in result.curves]
     layers = [{"cell": cell.id, "layer": layer.name, "shape": layer.shape, "weights": layer.weights,
-               "kept": layer.kept, "sparsity": layer.sparsity, "units": layer.units, "units_kept": layer.units_kept}
+               "kept": layer.kept, "sparsity": layer.sparsity, "units": layer.units, "units_kept": layer.units_kept,
+               **layer_cost.get(layer.name, {})}
               for layer in report.layers]
     return CellResult(run, curves, layers, pruner.masks())

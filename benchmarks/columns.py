@@ -34,6 +34,12 @@ COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "kept_weights": ("weights", "weights the final mask keeps"),
         "layer_collapse": ("layers", "layers with every weight pruned"),
         "collapsed_layers": ("names", "those layers, ';'-separated"),
+        "flops": ("MACs", "multiply-accumulates of one forward pass on one input, kept weights only (benchmarks/cost.py)"),
+        "flops_dense": ("MACs", "the same for the dense model"),
+        "bytes_dense": ("bytes", "the model's parameters in fp32"),
+        "bytes_ticket": ("bytes", "to rebuild the ticket: strong, seed + LZMA-compressed 1-bit mask; weak and joint, "
+                                  "kept fp32 weights + that mask + unmasked trained parameters"),
+        "bytes_mask_raw": ("bytes", "the mask at 1 bit per prunable weight"),
         "search_epochs": ("epochs", "epochs spent finding the mask (dense pre-training included)"),
         "search_s": ("s", "wall seconds spent finding the mask (a sanity check: its parent's)"),
         "search_from": ("id", "the parent cell whose search a sanity check resumed from, else empty"),
@@ -77,6 +83,8 @@ COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "weights": ("weights", "weights in the layer"), "kept": ("weights", "weights the final mask keeps"),
         "sparsity": ("fraction", "fraction removed"), "units": ("units", "gated units (structured)"),
         "units_kept": ("units", "units kept (structured)"),
+        "flops": ("MACs", "the layer's multiply-accumulates for one input, kept weights only"),
+        "flops_dense": ("MACs", "the same with every weight"),
     },
 }
 
