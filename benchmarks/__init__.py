@@ -11,15 +11,17 @@ Register your own model and dataset so that ``bench run --arch mynet --dataset m
     def mine(root, download, val_size): return Splits(train, val, test, num_classes, input_shape)
 
 and import that module before running (``bench`` imports the modules named in ``$TICKETBENCH_PLUGINS``).
+A ticket written by ``bench export`` loads as a plain module: ``from benchmarks import load_ticket``.
 """
 
 __version__ = "0.1.0"
 
-_LAZY = {"Splits": "benchmarks.data", "register_dataset": "benchmarks.data", "register_model": "benchmarks.zoo"}
+_LAZY = {"Splits": "benchmarks.data", "register_dataset": "benchmarks.data", "register_model": "benchmarks.zoo",
+         "load_ticket": "benchmarks.export"}
 
 
 def __getattr__(name: str):
-    """The registration API, imported on first use (so `bench status` and `bench list` need no torch)."""
+    """The public API, imported on first use (so `bench status` and `bench list` need no torch)."""
     if name in _LAZY:
         import importlib
 
@@ -27,4 +29,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'benchmarks' has no attribute {name!r}")
 
 
-__all__ = ["Splits", "register_dataset", "register_model", "__version__"]
+__all__ = ["Splits", "load_ticket", "register_dataset", "register_model", "__version__"]

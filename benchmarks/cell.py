@@ -37,6 +37,7 @@ class CellResult:
     curves: list[dict[str, Any]]
     layers: list[dict[str, Any]]
     masks: dict[str, torch.Tensor] | None
+    ticket: dict[str, Any] | None = None  # what rebuilds the ticket beyond its seed and masks (`ticket_state`)
 
 
 TARGET_TOLERANCE = 0.01  # most a cell's achieved sparsity may miss an exactly enforced target by
@@ -134,4 +135,15 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
                "kept": layer.kept, "sparsity": layer.sparsity, "units": layer.units, "units_kept": layer.units_kept,
                **layer_cost.get(layer.name, {})}
               for layer in report.layers]
-    return CellResult(run, curves, layers, pruner.masks())
+    return CellResult(run, curves, layers, pruner.masks(), ticket_state(cell, pruner, splits))
+
+
+def ticket_state(cell: Cell, pruner: Pruner, splits: Splits) -> dict[str, Any]:
+    """What `benchmarks.export` needs beyond the cell's settings, seed and masks to rebuild the ticket exactly:
+    the model's shape arguments and the state the seed cannot regenerate: BatchNorm statistics in the strong
+    regime (recomputed under the mask), every weight where weights were trained or redrawn (weak, joint,
+    the reinit sanity check)."""
+    buffers = {name for name, _ in pruner.model.named_buffers()}
+    regenerable = cell.regime == "strong" and cell.sanity != "reinit"
+    state = {k: v.cpu() for k, v in pruner.weight_state().items() if not regenerable or k in buffers}
+    return {"state": state, "num_classes": splits.num_classes, "input_shape": tuple(splits.input_shape)}

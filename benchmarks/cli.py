@@ -160,6 +160,16 @@ def make_parser() -> argparse.ArgumentParser:
     stat = sub.add_parser("status", help="cells done, running, failed and remaining in a result folder")
     stat.add_argument("folder", type=Path)
 
+    exp = sub.add_parser("export", help="write one finished cell's ticket as a standalone model file",
+                         description="Rebuild a finished cell's ticket (its seed's weights, or its trained ones, with "
+                                     "the mask baked in) and write it with its metadata (settings, accuracy, "
+                                     "sparsity). Load it with: from benchmarks import load_ticket.")
+    exp.add_argument("folder", type=Path, help="the results folder (with runs.csv, plan.json, masks/, tickets/)")
+    exp.add_argument("--cell", required=True, help="the cell id (a unique prefix is enough)")
+    exp.add_argument("--format", default="pt", choices=["pt", "torchscript"],
+                     help="pt (default: the pickled module, needs this package to load) or torchscript (torch alone)")
+    exp.add_argument("--out", type=Path, help="output file (default FOLDER/exports/<cell>.pt or .ts)")
+
     lst = sub.add_parser("list", help="list the registered methods, archs or datasets, or the result columns")
     lst.add_argument("what", choices=["methods", "archs", "datasets", "columns"])
     return p
@@ -206,6 +216,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from benchmarks.export import export_ticket
+
+    path = export_ticket(args.folder, args.cell, args.format, args.out)
+    print(f"ticket written to {path}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from benchmarks.status import describe
 
@@ -249,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_plugins()
         args = make_parser().parse_args(argv)
-        commands = {"run": cmd_run, "tune": cmd_tune, "report": cmd_report, "status": cmd_status,
+        commands = {"run": cmd_run, "tune": cmd_tune, "report": cmd_report, "status": cmd_status, "export": cmd_export,
                     "list": cmd_list}
         return commands[args.command](args)
     except UserError as e:

@@ -2,6 +2,8 @@
 
     <out>/runs.csv  curves.csv  layers.csv      tidy rows (`benchmarks.results`)
     <out>/masks/<cell>.pt                       final masks, {layer name: bool tensor}
+    <out>/tickets/<cell>.pt                     what rebuilds the ticket beyond seed and mask (`benchmarks.export`)
+    <out>/exports/<cell>.pt, .ts                `bench export` output
     <out>/plan.json                             every cell a `bench run` asked for (`bench status`)
     <out>/running/<cell>                        marker of a running cell: "pid\\nphase epoch/total\\n"
     <out>/checkpoints/<cell>.pt                 per-epoch state of a running cell
@@ -16,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-RUNS, CURVES, LAYERS, MASKS, LOCK = "runs.csv", "curves.csv", "layers.csv", "masks", ".lock"
+RUNS, CURVES, LAYERS, MASKS, TICKETS, LOCK = "runs.csv", "curves.csv", "layers.csv", "masks", "tickets", ".lock"
 PLAN, RUNNING, CHECKPOINTS = "plan.json", "running", "checkpoints"
 
 

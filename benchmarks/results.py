@@ -210,10 +210,11 @@ def cell_status(out: Path) -> dict[str, str]:
     return {row["cell"]: row["status"] for row in read_rows(out / RUNS)}
 
 
-def save_masks(out: Path, cell: str, masks: dict[str, "torch.Tensor"]) -> Path:
+def save_masks(out: Path, cell: str, masks: dict[str, Any], folder_name: str = MASKS) -> Path:
+    """Save `masks` (or any torch-serialisable state) as ``<out>/<folder_name>/<cell>.pt``, atomically."""
     import torch  # here, so that reading a folder (`bench status`) does not import torch
 
-    folder = out / MASKS
+    folder = out / folder_name
     folder.mkdir(exist_ok=True)
     path = folder / f"{cell}.pt"
     tmp = path.with_suffix(".tmp")

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from benchmarks.console import log
 from benchmarks.data import Splits
 from benchmarks.errors import UserError
-from benchmarks.paths import (CHECKPOINTS, CURVES, LAYERS, PLAN, RUNNING, RUNS, checkpoint_path, read_marker,
+from benchmarks.paths import (CHECKPOINTS, CURVES, LAYERS, PLAN, RUNNING, RUNS, TICKETS, checkpoint_path, read_marker,
                               search_snapshot, write_marker)
 from benchmarks.results import (OK_RUN_COLUMNS, RUN_COLUMNS, FolderLock, append_rows,
                                 cell_status, check_rows, drop_duplicates, prepare_out, purge_orphans, read_rows,
@@ -37,6 +37,8 @@ def write_cell(out: Path, result: CellResult, replace: bool = False) -> None:
     cell = result.run["cell"]
     if result.masks is not None:
         save_masks(out, cell, result.masks)
+    if result.ticket is not None:
+        save_masks(out, cell, result.ticket, TICKETS)
     append_rows(out / CURVES, result.curves, replace=cell if replace else None)
     append_rows(out / LAYERS, result.layers, replace=cell if replace else None)
     append_rows(out / RUNS, [result.run], replace=cell if replace else None)

@@ -1,0 +1,115 @@
+"""Take a ticket out of a results folder: `bench export` writes a standalone model file, `load_ticket` reads
+it back as a plain ``nn.Module`` with the masks baked into its weights.
+
+A cell is rebuilt from what its run saved: its settings (``plan.json``), its seed (the strong regime's
+frozen weights are redrawn from it exactly as the run drew them), its masks (``masks/``) and the state the
+seed cannot regenerate (``tickets/``: BatchNorm statistics, trained weights). Formats: ``pt`` (the pickled
+module and its metadata; loading needs this package's dependencies, e.g. timm for timm models) and
+``torchscript`` (traced; loads with torch alone). The metadata: the cell's settings and its row's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from benchmarks.errors import UserError
+from benchmarks.paths import MASKS, PLAN, RUNS, TICKETS
+from benchmarks.results import read_rows
+from benchmarks.spec import Cell
+from benchmarks.zoo import build_model
+from methods import get_method
+
+FORMATS = ("pt", "torchscript")
+METADATA_KEYS = ("method", "arch", "dataset", "regime", "granularity", "target_sparsity", "sparsity",
+                 "unit_sparsity", "seed", "test_acc", "val_acc", "flops", "bytes_ticket")
+
+
+def cell_settings(folder: Path, cell_id: str) -> Cell:
+    """The cell as its run recorded it in ``plan.json`` (its id is checked against its settings)."""
+    try:
+        plan = json.loads((folder / PLAN).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{folder}: no {PLAN} (not a bench run folder)") from None
+    matches = [k for k in plan if k.startswith(cell_id)]
+    if len(matches) != 1:
+        raise UserError(f"{folder}: {'no' if not matches else 'more than one'} cell id starts with {cell_id!r} "
+                        f"(bench status {folder} lists them)")
+    d = dict(plan[matches[0]])
+    d["hparams"] = tuple(sorted(d["hparams"].items()))
+    d["exclude"] = tuple(d["exclude"])
+    d["train"] = tuple(tuple(x) for x in d.get("train", ()))
+    cell = Cell(**d)
+    if cell.id != matches[0]:
+        raise UserError(f"{folder}/{PLAN}: cell {matches[0]} does not match its settings (written by another version?)")
+    return cell
+
+
+@torch.no_grad()
+def rebuild(folder: Path, cell_id: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The finished cell's ticket as a plain module on the CPU (eval mode) and its metadata."""
+    cell = cell_settings(folder, cell_id)
+    row = next((r for r in read_rows(folder / RUNS) if r["cell"] == cell.id and r["status"] == "ok"), None)
+    mask_file, ticket_file = folder / MASKS / f"{cell.id}.pt", folder / TICKETS / f"{cell.id}.pt"
+    if row is None or not mask_file.exists() or not ticket_file.exists():
+        raise UserError(f"cell {cell.id} has no finished result with its ticket in {folder} (cells run before "
+                        f"tickets/ existed cannot be exported: rerun them with --force)")
+    masks = torch.load(mask_file, map_location="cpu", weights_only=True)
+    saved = torch.load(ticket_file, map_location="cpu", weights_only=True)
+    torch.manual_seed(cell.seed)  # the same draws, in the same order, as `benchmarks.cell.build_pruner`
+    model = build_model(cell.arch, saved["num_classes"], tuple(saved["input_shape"]), cell.activation)
+    pruner = get_method(cell.method)(model, cell.target_sparsity, cell.granularity, cell.build_hparams(),
+                                     exclude=cell.exclude, weight_init=cell.weight_init, regime=cell.regime)
+    model.load_state_dict(saved["state"], strict=False)
+    for name, module in pruner.layers:
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        module.weight.mul_(masks[name].to(module.weight.dtype))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    meta = {"cell": cell.id, **{k: row.get(k) for k in METADATA_KEYS}, "settings": {
+        k: (dict(v) if k in ("hparams", "train") else v) for k, v in vars(cell).items()},
+        "input_shape": list(saved["input_shape"]), "num_classes": saved["num_classes"]}
+    return model.eval(), meta
+
+
+def export_ticket(folder: Path, cell_id: str, fmt: str = "pt", out: Path | None = None) -> Path:
+    """Write the cell's ticket as one file (`FORMATS`); returns its path."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    model, meta = rebuild(folder, cell_id)
+    path = out or folder / "exports" / f"{meta['cell']}.{'ts' if fmt == 'torchscript' else 'pt'}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "pt":
+        torch.save({"model": model, "metadata": meta}, path)
+    else:
+        example = torch.zeros(1, *meta["input_shape"])
+        with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export, still the portable file
+            warnings.simplefilter("ignore", FutureWarning)
+            traced = torch.jit.trace(model, example, check_trace=False)
+            torch.jit.save(traced, str(path), _extra_files={"metadata.json": json.dumps(meta, default=str)})
+    return path
+
+
+def load_ticket(path: str | Path) -> nn.Module:
+    """An exported ticket as a module in eval mode; its metadata (cell settings, accuracy, sparsity) is in the
+    module's ``ticket_metadata`` attribute."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no ticket file at {path}")
+    if path.suffix == ".ts":
+        files = {"metadata.json": ""}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        meta = json.loads(files["metadata.json"])
+    else:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        model, meta = blob["model"], blob["metadata"]
+    model.ticket_metadata = meta
+    return model.eval()

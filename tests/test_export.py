@@ -1,0 +1,57 @@
+"""`bench export` then `load_ticket`: a finished cell's ticket leaves the results folder as one file and
+reproduces its row's test accuracy exactly, in both regimes and both formats."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from benchmarks import load_ticket
+from benchmarks.cli import main
+from benchmarks.data import load_dataset
+from benchmarks.trainer import evaluate
+from tests.conftest import mnist_root
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    mnist_data_root = mnist_root()
+    if mnist_data_root is None:
+        pytest.skip("MNIST not found: set TICKETBENCH_DATA to a folder with MNIST/raw")
+    out = tmp_path_factory.mktemp("export") / "o"
+    assert main(["run", "--methods", "edgepopup,crbg", "--sparsity", "0.9", "--epochs", "1", "--train-size", "600",
+                 "--arch", "lenet300", "--dataset", "mnist", "--data-root", str(mnist_data_root), "--out", str(out),
+                 "--no-progress"]) == 0
+    assert main(["run", "--methods", "magnitude", "--regime", "weak", "--sparsity", "0.5", "--epochs", "1",
+                 "--train-size", "600", "--arch", "lenet300", "--dataset", "mnist", "--data-root",
+                 str(mnist_data_root), "--out", str(out), "--no-progress"]) == 0
+    return out, pd.read_csv(out / "runs.csv"), load_dataset("mnist", mnist_data_root, download=False)
+
+
+@pytest.mark.parametrize("method", ["edgepopup", "crbg", "magnitude"])
+@pytest.mark.parametrize("fmt", ["pt", "torchscript"])
+def test_exported_ticket_reproduces_its_rows_accuracy(finished, method, fmt, tmp_path, capsys):
+    out, runs, splits = finished
+    row = runs[runs.method == method].iloc[0]
+    path = tmp_path / f"t.{'ts' if fmt == 'torchscript' else 'pt'}"
+    assert main(["export", str(out), "--cell", row.cell[:8], "--format", fmt, "--out", str(path)]) == 0
+    assert str(path) in capsys.readouterr().out
+    model = load_ticket(path)
+    assert isinstance(model, torch.nn.Module) and not model.training
+    assert evaluate(model, splits, "test", 256, torch.device("cpu")) == row.test_acc
+    meta = model.ticket_metadata
+    assert (meta["cell"], meta["method"], meta["settings"]["seed"]) == (row.cell, method, 0)
+    assert float(meta["test_acc"]) == row.test_acc
+    if fmt == "pt":  # a plain module with the mask baked in: its zeros are the mask's
+        weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        kept = sum(int((w != 0).sum()) for w in weights)
+        assert kept == row.kept_weights and not any(hasattr(m, "parametrizations") for m in model.modules())
+
+
+def test_export_errors_are_one_line(finished, capsys):
+    out, _, _ = finished
+    assert main(["export", str(out), "--cell", "zzzz"]) == 2
+    assert "no cell id starts with 'zzzz'" in capsys.readouterr().err
+    assert main(["export", str(out.parent), "--cell", "a"]) == 2
+    assert "no plan.json" in capsys.readouterr().err
