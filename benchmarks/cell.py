@@ -13,7 +13,7 @@ import torch
 
 import benchmarks
 from benchmarks.console import log
-from benchmarks.cost import ticket_cost
+from benchmarks.cost import latency, ticket_cost
 from benchmarks.data import Splits
 from benchmarks.paths import checkpoint_path, search_snapshot, write_marker
 from benchmarks.spec import Cell
@@ -58,7 +58,7 @@ def sanity_parent(cell: Cell) -> Cell:
 
 def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = True,
              checkpoints: str | Path | None = None, running: str | Path | None = None,
-             compile: bool = False, share_search: bool = False) -> CellResult:
+             compile: bool = False, share_search: bool = False, measure_latency: bool = False) -> CellResult:
     """Run one cell and turn its outcome into rows. A failure inside the cell becomes a failed row.
     With a `checkpoints` folder the cell saves its state every epoch there and resumes from it; with a
     `running` folder it writes its progress to its marker there every epoch.
@@ -102,6 +102,8 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
     report = pruner.report()
     try:
         cost, layer_cost = ticket_cost(pruner, splits.input_shape)
+        if measure_latency:
+            cost.update(latency(pruner, splits.input_shape))
     except Exception as e:  # a model the FLOP counter cannot run: the cell's result stands, its cost is unknown
         log(f"bench: cell {cell.id}: cost not measured ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
         cost, layer_cost = {}, {}

@@ -74,6 +74,10 @@ def make_parser() -> argparse.ArgumentParser:
                      help="bf16 autocast in training steps (part of the cell's identity; evaluation in fp32)")
     run.add_argument("--compile", action="store_true", default=None,
                      help="torch.compile the training forward (first epoch pays the compilation)")
+    run.add_argument("--measure-latency", dest="measure_latency", action="store_true", default=None,
+                     help="time one forward pass of the dense model and of the ticket (dense weights with zeros; "
+                          "Linear layers as torch.sparse CSR) on the CPU, batch 1 and 64, median of 30 after "
+                          "warm-up: columns latency_ms_<form>_b<batch> (not part of the cell id)")
     run.add_argument("--weight-init", dest="weight_init",
                      help="initial weights: auto (default: strong regime scaled_signed_constant for the mask-search "
                           "methods and kaiming_normal for dense and the pruning-at-init baselines; weak regime "
@@ -181,7 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.sweep import run_sweep
 
     flags = {k: getattr(args, k) for k in ("methods", "arch", "dataset", "sparsity", "seeds", "granularity",
-                                           "regime", "epochs", "train_epochs", "sanity", "amp", "compile", "batch_size", "train_size", "tuned", "weight_init", "activation", "exclude", "device",
+                                           "regime", "epochs", "train_epochs", "sanity", "amp", "compile", "measure_latency", "batch_size", "train_size", "tuned", "weight_init", "activation", "exclude", "device",
                                            "data_root", "out", "name", "val_size")}
     flags["hparams"] = parse_sets(args.sets)
     flags["train"] = {k.removeprefix("train."): v for k, v in vars(args).items() if k.startswith("train.") and v is not None}

@@ -11,15 +11,25 @@ Conventions (README, "Definitions"):
   mask packed at 1 bit per prunable weight and compressed with LZMA (the weights are regenerated from the
   seed). Weak and joint regimes: the kept weights in fp32 plus that compressed mask (their positions) plus
   every unmasked trained parameter in fp32. ``bytes_mask_raw``: the mask at 1 bit per prunable weight.
+- ``latency_ms_<form>_b<batch>`` (``--measure-latency``): median CPU milliseconds of one forward pass, for
+  the dense model, the ticket with zeros in dense weights (``masked``) and with its Linear layers as
+  ``torch.sparse`` CSR matrices (``csr``), at batch 1 and 64, measured in one process with ``latency_threads``
+  threads. Measured on the machine that ran the cell, never estimated.
 """
 
 from __future__ import annotations
 
+import copy
 import lzma
 import math
+import statistics
+import time
+import warnings
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode
 
 from methods import Pruner
@@ -67,3 +77,70 @@ def ticket_cost(pruner: Pruner, input_shape: tuple[int, ...]) -> tuple[dict[str,
                "bytes_mask_raw": raw}
     layers = {name: {"flops": ticket_layers[name], "flops_dense": dense_layers[name]} for name in dense_layers}
     return columns, layers
+
+
+class CSRLinear(nn.Module):
+    """A Linear layer whose weight is a ``torch.sparse`` CSR matrix (the kept weights only)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            self.weight = linear.weight.detach().to_sparse_csr()
+        self.bias = None if linear.bias is None else linear.bias.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.sparse.mm(self.weight, x.reshape(-1, x.shape[-1]).T).T.reshape(*x.shape[:-1], -1)
+        return y if self.bias is None else y + self.bias
+
+
+def plain_copy(pruner: Pruner, masked: bool) -> nn.Module:
+    """A copy of the pruner's model without parametrizations: each masked layer holds its weight times the
+    final mask (`masked`) or its original weight. (Removing a parametrization deletes the property from the
+    module's class, which a deep copy shares with the original, so the copy is given its plain class instead.)"""
+    was_training = pruner.model.training
+    pruner.model.eval()  # a masked weight read in eval mode is the binary-masked one
+    model = copy.deepcopy(pruner.model).eval()
+    with torch.no_grad():
+        for layer, original in pruner.layers:
+            module = model.get_submodule(layer)
+            w = original.weight if masked else original.parametrizations.weight.original
+            module.__class__ = type(original).__bases__[0]
+            del module.parametrizations
+            module.weight = nn.Parameter(w.detach().clone(), requires_grad=False)
+    pruner.model.train(was_training)
+    return model
+
+
+def deployable_forms(pruner: Pruner) -> dict[str, nn.Module]:
+    """The dense model and the ticket as it could ship: ``masked`` (dense weights with zeros) and
+    ``csr`` (its Linear layers as CSR matrices; convolutions stay dense). Copies; the pruner is untouched."""
+    forms = {"dense": plain_copy(pruner, masked=False), "masked": plain_copy(pruner, masked=True)}
+    csr = copy.deepcopy(forms["masked"])
+    for layer, module in pruner.layers:
+        if isinstance(module, nn.Linear):
+            parent, _, child = layer.rpartition(".")
+            setattr(csr.get_submodule(parent) if parent else csr, child, CSRLinear(csr.get_submodule(layer)))
+    forms["csr"] = csr
+    return forms
+
+
+def latency(pruner: Pruner, input_shape: tuple[int, ...], batches: tuple[int, ...] = (1, 64),
+            repeats: int = 30) -> dict[str, float]:
+    """Median CPU wall time (ms) of one forward pass of each deployable form at each batch size, measured in
+    this process, forms interleaved repeat by repeat (so drift hits all alike) after three warm-up passes."""
+    with torch.no_grad():
+        forms = {k: m.cpu() for k, m in deployable_forms(pruner).items()}
+    out: dict[str, float] = {"latency_threads": torch.get_num_threads()}
+    for batch in batches:
+        x = torch.randn(batch, *input_shape)
+        times: dict[str, list[float]] = {name: [] for name in forms}
+        for r in range(repeats + 3):
+            for name, model in forms.items():
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    model(x)
+                if r >= 3:
+                    times[name].append(time.perf_counter() - t0)
+        out.update({f"latency_ms_{name}_b{batch}": round(1e3 * statistics.median(t), 4) for name, t in times.items()})
+    return out

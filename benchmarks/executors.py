@@ -34,6 +34,7 @@ class Job:
     running: str | None = None  # folder of running-cell markers, updated every epoch (progress)
     compile: bool = False
     share_search: bool = False  # parents publish their end-of-search state for their sanity checks
+    measure_latency: bool = False  # time the dense model and the ticket's deployable forms (`benchmarks.cost`)
 
 
 @lru_cache(maxsize=4)
@@ -57,7 +58,7 @@ def run_job(cell: Cell, job: Job) -> CellResult:
     device = resolve_device(job.device)
     splits = dataset_on(device, cell.dataset, job.data_root, job.download, cell.val_size)
     return run_cell(cell, splits, device, job.progress, job.checkpoints, job.running, job.compile,
-                    job.share_search)
+                    job.share_search, job.measure_latency)
 
 
 Started = Callable[[Cell], None]  # told when a cell is handed to a worker (running markers)

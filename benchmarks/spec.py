@@ -169,6 +169,7 @@ class SweepSpec:
     sanity: bool = False
     amp: bool = False
     compile: bool = False
+    measure_latency: bool = False
     batch_size: int = 128
     weight_init: str = "auto"
     activation: str = "relu"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.cost import ticket_cost
+from benchmarks.cost import deployable_forms, ticket_cost
 from benchmarks.zoo import build_model
 from methods import get_method
 
@@ -54,3 +54,33 @@ def test_structured_ticket_counts_the_columns_of_removed_units():
     rep = {layer.name: layer for layer in p.report().layers}
     assert layers["fc2"]["flops"] == rep["fc2"].kept < 0.5 * 30000  # rows and columns both removed
     assert cost["flops"] == sum(layer.kept for layer in rep.values())
+
+
+def test_deployable_forms_compute_the_ticket_and_leave_the_pruner_intact():
+    p = pruner("edgepopup", "lenet300", (1, 28, 28), 0.9)
+    forms = deployable_forms(p)
+    x = torch.randn(5, 1, 28, 28)
+    p.model.eval()
+    with torch.no_grad():
+        expected = p.model(x)
+        assert torch.allclose(forms["masked"](x), expected) and torch.allclose(forms["csr"](x), expected, atol=1e-5)
+        assert not torch.allclose(forms["dense"](x), expected)
+    assert all(isinstance(m, torch.nn.Linear) and not hasattr(m, "parametrizations")
+               for n, m in forms["masked"].named_modules() if n.startswith("fc"))
+    assert p.model.fc1.weight.shape == (300, 784)  # the pruner's parametrized model still works
+    assert int((p.model.fc1.weight != 0).sum()) == int(p.masks()["fc1"].sum())
+
+
+def test_measure_latency_fills_its_columns(tmp_path, mnist_data_root):
+    from benchmarks.cli import main
+    import pandas as pd
+
+    out = tmp_path / "o"
+    assert main(["run", "--methods", "edgepopup", "--sparsity", "0.9", "--epochs", "1", "--train-size", "300",
+                 "--measure-latency", "--arch", "lenet300", "--dataset", "mnist", "--data-root", str(mnist_data_root),
+                 "--out", str(out), "--no-progress"]) == 0
+    row = pd.read_csv(out / "runs.csv").iloc[0]
+    for form in ("dense", "masked", "csr"):
+        for batch in (1, 64):
+            assert 0 < row[f"latency_ms_{form}_b{batch}"] < 1000
+    assert row.latency_threads >= 1 and row.flops < row.flops_dense
