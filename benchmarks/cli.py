@@ -79,11 +79,13 @@ def make_parser() -> argparse.ArgumentParser:
                           "Linear layers as torch.sparse CSR) on the CPU, batch 1 and 64, median of 30 after "
                           "warm-up: columns latency_ms_<form>_b<batch> (not part of the cell id)")
     run.add_argument("--weight-init", dest="weight_init",
-                     help="initial weights: auto (default: strong regime scaled_signed_constant for the mask-search "
-                          "methods and kaiming_normal for dense and the pruning-at-init baselines; weak regime "
+                     help="initial weights: auto (default: strong regime midscaled_signed_constant for crbg, cs and "
+                          "cts, scaled_signed_constant for edgepopup and kaiming_normal for dense and the "
+                          "pruning-at-init baselines; weak regime "
                           "kaiming_normal for all), signed_constant, "
                           "kaiming_normal, uniform, scaled_signed_constant, scaled_kaiming_normal, "
-                          "scaled_uniform, keep (scaled: fan_in x density)")
+                          "scaled_uniform, midscaled_signed_constant, midscaled_kaiming_normal, midscaled_uniform, "
+                          "keep (scaled: fan_in x density; midscaled: fan_in x sqrt(density))")
     run.add_argument("--activation", choices=["relu", "prelu", "leaky"],
                      help="nonlinearity replacing the model's nn.ReLU modules (classic nets and torchvision "
                           "ResNets): relu (default), prelu (PReLU, slope 0.25 at init, trained with the weights), "

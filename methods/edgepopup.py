@@ -90,6 +90,7 @@ class EdgePopup(Pruner):
     name = "edgepopup"
     Hparams = EdgePopupHparams
     mask_cls = EdgePopupMask
+    weight_init = "scaled_signed_constant"  # its search runs at the target density from the first step (methods.init)
 
     def make_mask(self, weight: Tensor, structured: bool) -> Mask:
         return EdgePopupMask(weight, structured, self.hp, 1.0 - self.target)
