@@ -24,11 +24,11 @@ FIELDS = ("test_acc", "val_acc", "sparsity", "kept_weights", "sparsity_before_pr
 
 def cells():
     searching = [m for m, cls in METHODS.items() if cls.searches]
-    specs = [SweepSpec(methods=sorted(METHODS), sparsity=[0.8], epochs=2, batch_size=32),
-             SweepSpec(methods=sorted(METHODS), sparsity=[0.8], epochs=2, batch_size=32, regime="weak"),
-             SweepSpec(methods=searching, sparsity=[0.8], epochs=2, batch_size=32, regime="joint"),
-             SweepSpec(methods=["crbg", "snip"], sparsity=[0.8], epochs=2, batch_size=32, sanity=True),
-             SweepSpec(methods=["crbg"], granularity=["structured"], sparsity=[0.5], epochs=2, batch_size=32,
+    specs = [SweepSpec(methods=sorted(METHODS), sparsity=[0.8], epochs=1, batch_size=32),
+             SweepSpec(methods=sorted(METHODS), sparsity=[0.8], epochs=1, batch_size=32, regime="weak"),
+             SweepSpec(methods=searching, sparsity=[0.8], epochs=1, batch_size=32, regime="joint"),
+             SweepSpec(methods=["crbg", "snip"], sparsity=[0.8], epochs=1, batch_size=32, sanity=True),
+             SweepSpec(methods=["crbg"], granularity=["structured"], sparsity=[0.5], epochs=1, batch_size=32,
                        activation="prelu", hparams={"crbg": {"regularizer": "induce-decision"}})]
     out = {}
     for spec in specs:
@@ -50,7 +50,6 @@ def current_rows() -> dict[str, dict]:
     return rows
 
 
-@pytest.mark.slow
 def test_fixed_cells_give_the_golden_rows():
     if os.environ.get("TICKETBENCH_UPDATE_GOLDEN"):
         GOLDEN.write_text(json.dumps({"environment": environment(), "rows": current_rows()}, indent=1) + "\n")
