@@ -29,7 +29,6 @@ import warnings
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode
 
 from methods import Pruner

@@ -142,16 +142,11 @@ def read_idx(path: Path) -> np.ndarray:
     one-line `UserError` naming it."""
     gz = path.with_name(path.name + ".gz")
     source = path if path.exists() else gz
+    if not source.exists():
+        raise FileNotFoundError(path)
     try:
-        if path.exists():
-            raw = path.read_bytes()
-        elif gz.exists():
-            raw = gzip.decompress(gz.read_bytes())
-        else:
-            raise FileNotFoundError(path)
+        raw = path.read_bytes() if source == path else gzip.decompress(gz.read_bytes())
     except (EOFError, OSError, zlib.error) as e:  # truncated or not gzip at all (gzip.BadGzipFile is an OSError)
-        if isinstance(e, FileNotFoundError):
-            raise
         raise UserError(f"{source}: unreadable ({type(e).__name__}: {e}); delete it and download or copy it again") from None
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
         raise UserError(f"{source}: not an idx file of unsigned bytes (bad magic number); delete it and download "

@@ -13,13 +13,10 @@ import fcntl
 import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 from benchmarks.errors import UserError
 from benchmarks.paths import CURVES, LAYERS, LOCK, MASKS, RUNS
-
-if TYPE_CHECKING:
-    import torch
 
 # The columns readers rely on: type, and for numbers the valid range (accuracies in %, sparsities as fractions).
 Schema = dict[str, tuple[type, float | None, float | None]]
@@ -156,24 +153,28 @@ def check_rows(path: Path, rows: list[dict[str, str]], columns: Schema, only_ok:
                 raise UserError(f"{path}: line {i + 2}: column {col!r} is {row[col]!r}, outside {span}")
 
 
-def duplicate_cells(out: Path) -> list[str]:
-    """Cells with more than one row in ``runs.csv`` (left by concurrent writers before folders were locked)."""
+def duplicate_cells(out: Path, rows: list[dict[str, str]] | None = None) -> list[str]:
+    """Cells with more than one row in ``runs.csv`` (left by concurrent writers before folders were locked);
+    `rows`: that file's rows when the caller has read them already."""
     seen: dict[str, int] = {}
-    for row in read_rows(out / RUNS):
+    for row in read_rows(out / RUNS) if rows is None else rows:
         seen[row["cell"]] = seen.get(row["cell"], 0) + 1
     return [cell for cell, n in seen.items() if n > 1]
 
 
-def drop_duplicates(out: Path) -> list[str]:
-    """Keep the last row of every key in each CSV (`ROW_KEYS`); return the cells that had duplicate runs rows."""
-    cells = duplicate_cells(out)
+def drop_duplicates(out: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Keep the last row of every key in each CSV (`ROW_KEYS`); return the cells that had duplicate runs rows
+    and the runs.csv rows as they are now (one read of each file)."""
+    cells, runs = [], []
     for name, key in ROW_KEYS.items():
         path = out / name
         rows = read_rows(path)
         last = {tuple(row.get(k) for k in key): row for row in rows}
         if len(last) < len(rows):
             _rewrite(path, read_header(path), list(last.values()))
-    return cells
+        if name == RUNS:
+            cells, runs = duplicate_cells(out, rows), list(last.values())
+    return cells, runs
 
 
 class FolderLock:
@@ -201,13 +202,6 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         self.file.close()  # closing releases the lock
-
-
-def cell_status(out: Path) -> dict[str, str]:
-    """The last recorded status (ok / failed) of every cell in ``runs.csv``."""
-    if (out / RUNS).exists():
-        repair_tail(out / RUNS)
-    return {row["cell"]: row["status"] for row in read_rows(out / RUNS)}
 
 
 def save_masks(out: Path, cell: str, masks: dict[str, Any], folder_name: str = MASKS) -> Path:

@@ -21,7 +21,7 @@ from benchmarks.errors import UserError
 from benchmarks.paths import (CHECKPOINTS, CURVES, LAYERS, PLAN, RUNNING, RUNS, TICKETS, checkpoint_path, read_marker,
                               search_snapshot, write_marker)
 from benchmarks.results import (OK_RUN_COLUMNS, RUN_COLUMNS, FolderLock, append_rows,
-                                cell_status, check_rows, drop_duplicates, prepare_out, purge_orphans, read_rows,
+                                check_rows, drop_duplicates, prepare_out, purge_orphans, repair_tail,
                                 save_masks)
 from benchmarks import executors
 from benchmarks.cell import CellResult, sanity_parent
@@ -161,14 +161,16 @@ def _run_locked(spec: SweepSpec, cells: list[Cell], out: Path, progress: bool, d
                 force: bool, workers: int, executor: str, address: str | None,
                 device: torch.device) -> list[dict[str, Any]]:
     """`run_sweep` once this process holds the output folder: plan, run the cells, write their rows."""
-    duplicates = drop_duplicates(out)
+    for name in (RUNS, CURVES, LAYERS):  # a run killed mid-write may have left a partial last line
+        if (out / name).exists():
+            repair_tail(out / name)
+    duplicates, existing = drop_duplicates(out)
     if duplicates:
         log(f"bench: {out / RUNS} held several rows for {len(duplicates)} cell(s) ({', '.join(duplicates[:5])}"
             f"{', ...' if len(duplicates) > 5 else ''}), left by concurrent runs; kept the last row of each")
-    existing = read_rows(out / RUNS)
     check_rows(out / RUNS, existing, RUN_COLUMNS)
     check_rows(out / RUNS, existing, OK_RUN_COLUMNS, only_ok=True)
-    status = cell_status(out)
+    status = {row["cell"]: row["status"] for row in existing}  # the last recorded status of every cell
     purge_orphans(out, set(status))
     done = [c for c in cells if status.get(c.id) == "ok"]
     failed = [c for c in cells if status.get(c.id) == "failed"]
