@@ -14,7 +14,7 @@ from benchmarks.errors import UserError
 from benchmarks.results import prepare_out
 from reports import figures, tables
 from reports.load import load
-from reports.stats import add_series, equal_accuracy, missing_cells, summarize
+from reports.stats import add_series, cost_summary, equal_accuracy, missing_cells, summarize
 
 X_MODES = ("sparsity", "density-log")
 
@@ -123,6 +123,19 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
                      f"method was still more accurate at its sparsest target, so it may go further than measured.")
             both = eq[(eq["reference"] == ref) | (eq["method"] == ref)].sort_values(["reference", "method"])
             idx.table(tables.equal_accuracy_markdown(both), None, [f"equal_accuracy_{slug}.csv"])
+        costs = cost_summary(panel, metric)
+        if len(costs):
+            paths = figures.accuracy_vs_cost(costs, palette, out, f"cost_{slug}")
+            idx.figure(paths, "Test accuracy against what the ticket costs: multiply-adds for one input (kept weights "
+                              "only) and bytes to store it (strong regime: seed + compressed mask; weak: kept "
+                              "weights + mask), seed means; ringed: the Pareto front; dashed: the dense model.")
+            costs.to_csv(out / f"cost_{slug}.csv", index=False)
+            shown = ["series", "target_sparsity", "mean", "speedup_flops", "compression",
+                     *[c for c in costs if c.startswith("speedup_") and c != "speedup_flops"]]
+            idx.text("What each ticket buys against the dense model: fewer multiply-adds (x), smaller storage (x) "
+                     "and, where `--measure-latency` timed them, the measured CPU speed-up of each deployable form "
+                     "(masked: zeros in dense weights; csr: Linear layers as torch.sparse CSR) at batch 1 and 64.")
+            idx.table(tables.frame_markdown(costs[shown].round(2)), None, [f"cost_{slug}.csv"])
         psanity = sanity[(sanity.dataset == dataset) & (sanity.arch == arch) & (sanity.regime == regime)]
         if len(psanity):
             masks = panel[panel["method"].isin(psanity["method"].unique())]

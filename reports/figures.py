@@ -98,6 +98,28 @@ def accuracy_vs_sparsity(summary: pd.DataFrame, dense: pd.DataFrame, palette: Pa
         return save(fig, out, stem)
 
 
+def accuracy_vs_cost(costs: pd.DataFrame, palette: Palette, out: Path, stem: str) -> list[Path]:
+    """Two panels: accuracy against the ticket's multiply-adds and against its stored bytes (log axes), a line
+    per series, the Pareto front (cheaper and more accurate than every other point) ringed."""
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, 2.6), sharey=True)
+        for ax, col, label in zip(axes, ("flops", "bytes_ticket"), ("multiply-adds per input", "ticket bytes")):
+            for name, g in costs.groupby("series"):
+                g = g.sort_values(col)
+                ax.plot(g[col], g["mean"], marker=palette.marker[name], color=palette.color[name], label=name,
+                        ms=4, lw=1.2)
+            front = costs[pareto_mask(-costs[col].to_numpy(float), costs["mean"].to_numpy(float))]
+            ax.plot(front[col], front["mean"], ls="none", marker="o", ms=8, mfc="none", mec="black", mew=0.8,
+                    label="Pareto front")
+            dense = costs[{"flops": "flops_dense", "bytes_ticket": "bytes_dense"}[col]].max()
+            ax.axvline(dense, color="0.3", ls="--", lw=1, label="dense model")
+            ax.set_xscale("log")
+            ax.set_xlabel(label)
+        axes[0].set_ylabel("test accuracy (%)")
+        axes[1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7)
+        return save(fig, out, stem)
+
+
 def accuracy_by_arch(summary: pd.DataFrame, out: Path, stem: str) -> list[Path]:
     """One series on several architectures (a base-network-size sweep): a line per arch against the target
     (for structured series the fraction of units removed), seed mean with its 95 % band."""

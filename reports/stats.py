@@ -59,6 +59,31 @@ def summarize(ok: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
                                                "ci_hi", "sparsity"])
 
 
+COST = ["flops", "flops_dense", "bytes_ticket", "bytes_dense"]  # `benchmarks.cost`; latency_ms_* when measured
+
+
+def cost_summary(ok: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
+    """One row per (panel, series, target) with the seed mean of `metric` and of every cost column, and the
+    ratios against dense: ``speedup_flops`` (flops_dense / flops), ``compression`` (bytes_dense / bytes_ticket)
+    and, where latency was measured, ``speedup_<form>_b<batch>`` (dense time / the form's time)."""
+    if "flops" not in ok:
+        return pd.DataFrame()
+    timed = sorted(c for c in ok if c.startswith("latency_ms_"))
+    latency = [c for c in timed if not c.startswith("latency_ms_dense_")]
+    cols = [c for c in COST if c in ok] + timed
+    df = add_series(ok)
+    for c in cols:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    out = df.groupby(PANEL + ["series", "target_sparsity"], sort=True)[[metric, *cols]].mean()
+    out = out.reset_index().rename(columns={metric: "mean"})
+    out["speedup_flops"] = out["flops_dense"] / out["flops"]
+    out["compression"] = out["bytes_dense"] / out["bytes_ticket"]
+    for c in latency:
+        form = c.removeprefix("latency_ms_")
+        out[f"speedup_{form}"] = out[f"latency_ms_dense_{form.split('_')[-1]}"] / out[c]
+    return out
+
+
 def pareto_mask(sparsity: np.ndarray, acc: np.ndarray) -> np.ndarray:
     """True for points no other point dominates (at least as sparse and as accurate, better in one)."""
     s, a = np.asarray(sparsity, float), np.asarray(acc, float)

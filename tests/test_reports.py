@@ -243,3 +243,22 @@ def test_base_network_size_sweep_gets_one_figure_with_a_line_per_arch(tmp_path):
     assert list(dict.fromkeys(table.arch)) == ["lenet300x0.25", "lenet300x0.5", "lenet300"]  # by size
     assert table.loc[(table.arch == "lenet300") & (table.target_sparsity == 0.77), "mean"].item() == pytest.approx(89.8)
     assert "crbg (structured) across architectures" in (out / "index.md").read_text()
+
+
+def test_report_shows_what_each_ticket_buys(tmp_path):
+    rows = []
+    for m, base in (("crbg", 97.0), ("edgepopup", 96.0)):
+        for t in (0.5, 0.9):
+            for s in (0, 1):
+                rows.append({**run_row(m, t, s, base - 5 * t), "flops": round(266200 * (1 - t)), "flops_dense": 266200,
+                             "bytes_ticket": round(33275 * (0.9 if t == 0.5 else 0.4)) + 8, "bytes_dense": 1064800,
+                             "latency_ms_dense_b1": 0.2, "latency_ms_masked_b1": 0.2, "latency_ms_csr_b1": 0.4 - 0.3 * t})
+    folder = fake_results(tmp_path / "res", rows)
+    out = tmp_path / "rep"
+    assert main(["report", str(folder), "--out", str(out)]) == 0
+    assert (out / "cost_mnist_lenet300_strong.png").stat().st_size > 5000
+    costs = pd.read_csv(out / "cost_mnist_lenet300_strong.csv")
+    row = costs[(costs.series == "crbg") & (costs.target_sparsity == 0.9)].iloc[0]
+    assert row.speedup_flops == pytest.approx(10.0, rel=1e-3) and row.compression == pytest.approx(1064800 / 13318)
+    assert row.speedup_csr_b1 == pytest.approx(0.2 / 0.13) and row.speedup_masked_b1 == pytest.approx(1.0)
+    assert "What each ticket buys" in (out / "index.md").read_text()
