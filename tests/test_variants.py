@@ -105,3 +105,22 @@ def test_lenet300_width_family_for_the_base_size_sweep():
     assert shapes["lenet300x0.25"] == [(75, 784), (25, 75), (10, 25)]
     assert shapes["lenet300x2"] == [(600, 784), (200, 600), (10, 200)]
     assert shapes["lenet300"] == [(300, 784), (100, 300), (10, 100)]
+
+
+def test_weight_init_auto_follows_each_search_and_regime():
+    """auto: the relaxed searches (from an open mask to the target) start from the midscaled signed constant,
+    Edge-Popup (the target density from step one) from the scaled one, dense and the one-shot baselines from
+    Kaiming normal; every method from Kaiming normal where weights are trained. An explicit init wins."""
+    methods = ["crbg", "cs", "cts", "edgepopup", "snip", "dense"]
+    strong = {c.method: c.weight_init for c in SweepSpec(methods=methods, sparsity=[0.9]).cells()}
+    assert strong == {"crbg": "midscaled_signed_constant", "cs": "midscaled_signed_constant",
+                      "cts": "midscaled_signed_constant", "edgepopup": "scaled_signed_constant",
+                      "snip": "kaiming_normal", "dense": "kaiming_normal"}
+    weak = {c.weight_init for c in SweepSpec(methods=methods, sparsity=[0.9], regime="weak").cells()}
+    assert weak == {"kaiming_normal"}
+    explicit = SweepSpec(methods=["crbg"], sparsity=[0.9], weight_init="signed_constant").cells()[0]
+    assert explicit.weight_init == "signed_constant"
+    torch.manual_seed(0)
+    pruner = get_method("crbg")(build_model("lenet300", 10, (1, 28, 28)), 0.96)
+    w = pruner.layers[0][1].parametrizations.weight.original
+    assert torch.allclose(w.abs(), torch.full_like(w, (2 / (784 * 0.04 ** 0.5)) ** 0.5))  # fan_in x sqrt(density)
