@@ -148,11 +148,11 @@ def layer_sparsity(layers: pd.DataFrame, palette: Palette, out: Path, stem: str,
         sns.barplot(data=means, x="layer", y="sparsity", hue="series", order=order, palette=palette.color, ax=ax)
         ax.set_ylim(0, 1)
         ax.set_ylabel("layer sparsity")
-        ax.set_xlabel("layer name and weight shape (input to output)")
+        ax.set_xlabel("layer and weight shape (out x in), in network order")
         ax.set_title(f"target sparsity {target:g}")
         if len(order) > 6:
             ax.tick_params(axis="x", rotation=90)
-        ax.legend(frameon=False, fontsize=7)
+        ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # never over a bar
         return save(fig, out, stem)
 
 
