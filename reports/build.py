@@ -14,7 +14,7 @@ from benchmarks.errors import UserError
 from benchmarks.results import prepare_out
 from reports import figures, tables
 from reports.load import load
-from reports.stats import add_series, cost_summary, equal_accuracy, missing_cells, summarize
+from reports.stats import add_series, ci95, cost_summary, equal_accuracy, missing_cells, summarize
 
 X_MODES = ("sparsity", "density-log")
 
@@ -113,6 +113,10 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
                                                                   "seeds, best in bold.") + "\n")
         idx.text("Accuracy at each target sparsity (best per column in bold):")
         idx.table(tables.markdown(psum), grid, [tables_csv, f"table_{slug}.md", f"table_{slug}.tex"])
+        if len(pdense):
+            mean, lo, hi = ci95(pdense[metric])
+            spread = f" ± {(hi - lo) / 2:.2f}" if lo == lo else ""
+            idx.text(f"Dense reference (all weights, trained): {mean:.2f}{spread} % over {len(pdense)} seed(s).")
         eq = equal_accuracy(psum)
         eq.to_csv(out / f"equal_accuracy_{slug}.csv", index=False)
         ref = None if eq.empty else (reference if (eq["reference"] == reference).any() else eq["reference"].iloc[0])

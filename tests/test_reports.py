@@ -208,6 +208,7 @@ def test_regimes_are_panels_sanity_has_its_table_and_epoch_budgets_stay_apart(tm
         main_table = pd.read_csv(out / f"table_mnist_lenet300_{regime}.csv")
         assert set(main_table.series) == {"crbg"}  # neither sanity rows nor dense in the main table
     assert "None: every series" in (out / "index.md").read_text()  # dense at 0 and sanity are not "missing"
+    assert (out / "index.md").read_text().count("Dense reference (all weights, trained): 98.00 % over 1 seed(s).") == 2
     # the same method at two epoch budgets: two series, never one average
     more = [{**r, "cell": r["cell"] + "-5ep", "epochs": 5, "test_acc": 50.0} for r in rows if r["method"] == "crbg"]
     folder2 = fake_results(tmp_path / "res2", rows + more)
