@@ -113,8 +113,16 @@ def test_cts_objective_follows_regime_and_kl_is_reverse():
     assert strong.objective == "ce" and weak.objective == "reverse_kl"
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     weak.model.train()
+    torch.manual_seed(1)
     kl = weak.loss(weak.model, x, y, nn.CrossEntropyLoss())
-    assert kl.item() >= 0
+    torch.manual_seed(1)  # the same gate draw
+    with torch.no_grad():
+        log_s = torch.log_softmax(weak.model(x), 1)
+        with weak.masks_open():
+            log_t = torch.log_softmax(weak.model(x), 1)
+    reverse = (log_s.exp() * (log_s - log_t)).sum(1).mean()  # KL(student || teacher)
+    forward = (log_t.exp() * (log_t - log_s)).sum(1).mean()
+    assert kl.item() == pytest.approx(reverse.item(), rel=1e-5) and abs(reverse - forward) > 1e-3
     with weak.masks_open():
         assert weak.loss(weak.model, x, y, nn.CrossEntropyLoss()).item() < 1e-6  # the dense net vs itself
 
@@ -125,6 +133,12 @@ def test_random_is_exact_per_layer_and_near_chance_strong():
     pruner.prepare(context())
     for layer in pruner.report().layers:
         assert layer.kept == round(0.1 * layer.weights)
+    m = pruner.masks()["fc1"].flatten()
+    k = int(m.sum())
+    assert 0.05 < m[:k].float().mean() < 0.15  # spread uniformly, not the first k entries
+    other = get_method("random")(lenet(seed=1), 0.9)
+    other.prepare(context())
+    assert not torch.equal(other.masks()["fc1"], pruner.masks()["fc1"])  # drawn, not fixed
 
 
 def test_magnitude_keeps_the_largest_weights_globally():
