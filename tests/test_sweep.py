@@ -107,7 +107,8 @@ def test_partial_last_line_is_repaired_on_append(tmp_path):
 
 def test_sigkill_at_random_instants_then_resume(tmp_path):
     """Kill a running sweep with SIGKILL 5 times, resume each time: every CSV parses, every cell is
-    there exactly once, and no finished cell was recomputed (its mask file is never rewritten)."""
+    there exactly once, no finished cell was recomputed (its mask file is never rewritten), a cell killed
+    mid-search resumed from its checkpoint (said so) instead of restarting, and no checkpoint is left."""
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "benchmarks.cli", "run", "--methods", "crbg,edgepopup", "--arch", "lenet300",
            "--dataset", "synthetic", "--sparsity", "0.3,0.5,0.7,0.9", "--seeds", "0,1", "--epochs", "30",
@@ -115,8 +116,11 @@ def test_sigkill_at_random_instants_then_resume(tmp_path):
     rng = random.Random(0)
     finished_mtimes: dict[str, int] = {}
     kills = 0
+    logs = []
     for attempt in range(5):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        logs.append(tmp_path / f"attempt{attempt}.log")
+        with open(logs[-1], "w") as log:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         time.sleep(rng.uniform(5.0, 10.0))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -128,7 +132,10 @@ def test_sigkill_at_random_instants_then_resume(tmp_path):
             for row in read_rows(out / "runs.csv"):
                 finished_mtimes.setdefault(row["cell"], (out / "masks" / f"{row['cell']}.pt").stat().st_mtime_ns)
     assert kills >= 3
-    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    last = subprocess.run(cmd, capture_output=True, text=True)
+    assert last.returncode == 0
+    said = "".join(p.read_text() for p in logs) + last.stderr
+    assert "resumes from its checkpoint after search epoch" in said  # resumed mid-cell, not restarted
     for cell, mtime in finished_mtimes.items():
         assert (out / "masks" / f"{cell}.pt").stat().st_mtime_ns == mtime
     runs = pd.read_csv(out / "runs.csv")
@@ -138,6 +145,7 @@ def test_sigkill_at_random_instants_then_resume(tmp_path):
     layers = pd.read_csv(out / "layers.csv")
     assert len(layers) == 16 * 3 and set(layers.cell) == set(runs.cell)
     assert os.listdir(out / "running") == []  # every cell that ran to the end removed its marker
+    assert os.listdir(out / "checkpoints") == []  # and its checkpoint
 
 
 def test_running_cells_report_their_epoch(tmp_path, capsys):
