@@ -99,9 +99,9 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
                "wall_s": round(time.time() - start, 2), **versions(device), "status": "failed",
                "error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
         return CellResult(run, [], [], None)
-    report = pruner.report()
+    report, masks = pruner.report(), pruner.masks()
     try:
-        cost, layer_cost = ticket_cost(pruner, splits.input_shape)
+        cost, layer_cost = ticket_cost(pruner, splits.input_shape, report, masks)
         if measure_latency:
             cost.update(latency(pruner, splits.input_shape))
     except Exception as e:  # a model the FLOP counter cannot run: the cell's result stands, its cost is unknown
@@ -137,7 +137,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
                "kept": layer.kept, "sparsity": layer.sparsity, "units": layer.units, "units_kept": layer.units_kept,
                **layer_cost.get(layer.name, {})}
               for layer in report.layers]
-    return CellResult(run, curves, layers, pruner.masks(), ticket_state(cell, pruner, splits))
+    return CellResult(run, curves, layers, masks, ticket_state(cell, pruner, splits))
 
 
 def ticket_state(cell: Cell, pruner: Pruner, splits: Splits) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from methods import Pruner
+from methods.base import SparsityReport
 
 SEED_BYTES = 8
 
@@ -57,9 +58,10 @@ def mask_bytes(masks: dict[str, torch.Tensor]) -> tuple[int, int]:
     return math.ceil(bits.size / 8), len(lzma.compress(packed, preset=9 | lzma.PRESET_EXTREME))
 
 
-def ticket_cost(pruner: Pruner, input_shape: tuple[int, ...]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-    """The cell's cost columns and, per masked layer, its dense and ticket MACs."""
-    report = pruner.report()
+def ticket_cost(pruner: Pruner, input_shape: tuple[int, ...], report: SparsityReport,
+                masks: dict[str, torch.Tensor]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """The cell's cost columns and, per masked layer, its dense and ticket MACs, from the pruner's final
+    `report` and `masks` (as the caller already has them)."""
     total, dense_layers = layer_macs(pruner, input_shape)
     kept = {layer.name: layer.kept / layer.weights for layer in report.layers}
     ticket_layers = {name: round(macs * kept[name]) for name, macs in dense_layers.items()}
@@ -67,7 +69,7 @@ def ticket_cost(pruner: Pruner, input_shape: tuple[int, ...]) -> tuple[dict[str,
     params = pruner.weight_parameters()
     masked = {id(module.parametrizations.weight.original) for _, module in pruner.layers}
     dense_bytes = 4 * sum(p.numel() for p in params)
-    raw, packed = mask_bytes(pruner.masks())
+    raw, packed = mask_bytes(masks)
     if pruner.regime == "strong":
         ticket = SEED_BYTES + packed
     else:  # trained weights: the kept values, their positions, and the unmasked trained parameters

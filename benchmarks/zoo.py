@@ -84,8 +84,7 @@ def set_activation(model: nn.Module, activation: str, input_shape: tuple[int, ..
         if len(widths[id(child)]) != 1:
             raise UserError(f"--activation {activation}: {arch} shares one ReLU module between layers of widths "
                             f"{sorted(widths[id(child)])}; use --activation leaky there")
-        width = widths[id(child)].pop() if activation == "prelu" else 0
-        widths[id(child)].add(width)
+        width = next(iter(widths[id(child)]))
         setattr(parent, name, nn.PReLU(width) if activation == "prelu" else nn.LeakyReLU())
     return model
 

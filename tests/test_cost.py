@@ -23,7 +23,7 @@ def pruner(method, arch, shape, target, regime="strong", granularity="unstructur
 
 def test_linear_ticket_costs_one_mac_per_kept_weight_and_compresses_its_mask():
     p = pruner("edgepopup", "lenet300", (1, 28, 28), 0.9)
-    cost, layers = ticket_cost(p, (1, 28, 28))
+    cost, layers = ticket_cost(p, (1, 28, 28), p.report(), p.masks())
     n = 784 * 300 + 300 * 100 + 100 * 10
     assert cost["flops_dense"] == n and cost["flops"] == p.report().kept == pytest.approx(0.1 * n, abs=3)
     assert layers["fc2"] == {"flops": 3000, "flops_dense": 30000}
@@ -37,11 +37,11 @@ def test_linear_ticket_costs_one_mac_per_kept_weight_and_compresses_its_mask():
 def test_weak_ticket_stores_its_kept_weights_and_conv_macs_follow_the_counter():
     p = pruner("magnitude", "lenet300", (1, 28, 28), 0.5, regime="weak")
     p.prepare(None)
-    cost, _ = ticket_cost(p, (1, 28, 28))
+    cost, _ = ticket_cost(p, (1, 28, 28), p.report(), p.masks())
     assert cost["bytes_ticket"] > 4 * p.report().kept
     r = pruner("random", "resnet20", (3, 32, 32), 0.5)
     r.prepare(None)
-    cost, layers = ticket_cost(r, (3, 32, 32))
+    cost, layers = ticket_cost(r, (3, 32, 32), r.report(), r.masks())
     assert cost["flops_dense"] == 40_813_184  # resnet20 at 32 x 32: 40.8 M MACs
     assert layers["conv1"]["flops_dense"] == 16 * 3 * 9 * 32 * 32
     assert cost["flops"] == pytest.approx(0.5 * cost["flops_dense"], rel=0.05)  # every layer at about half
@@ -50,7 +50,7 @@ def test_weak_ticket_stores_its_kept_weights_and_conv_macs_follow_the_counter():
 def test_structured_ticket_counts_the_columns_of_removed_units():
     p = pruner("crbg", "lenet300", (1, 28, 28), 0.5, granularity="structured")
     p.project_global(0.5)
-    cost, layers = ticket_cost(p, (1, 28, 28))
+    cost, layers = ticket_cost(p, (1, 28, 28), p.report(), p.masks())
     rep = {layer.name: layer for layer in p.report().layers}
     assert layers["fc2"]["flops"] == rep["fc2"].kept < 0.5 * 30000  # rows and columns both removed
     assert cost["flops"] == sum(layer.kept for layer in rep.values())
