@@ -80,6 +80,7 @@ COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "sparsity": ("fraction", "sparsity of the current binary mask"),
         "lambda": ("float", "penalty weight (CRBG, CS) or balancing coefficient (CTS)"),
         "beta": ("float", "CS temperature"),
+        "centre": ("float", "CS sigmoid centre and binary threshold (below 0 while the density floor holds)"),
     },
     "layers.csv": {
         "cell": ("id", "the cell"), "layer": ("name", "module name"), "shape": ("shape", "weight shape, out x in"),

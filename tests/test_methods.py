@@ -337,7 +337,40 @@ def test_cs_decision_penalty_ramps_in_the_strong_regime_only():
         strong.on_step(step), weak.on_step(step)
         assert strong.gated()[0].decide_scale == pytest.approx(strong.hp.decide * t ** 2 / n)
         assert weak.gated()[0].decide_scale == 0.0
-    assert strong.record()["decision_penalty"] == 1.0 and weak.record()["decision_penalty"] == 0.0
+    assert strong.record()["decision_penalty"] == strong.hp.decide and weak.record()["decision_penalty"] == 0.0
+
+
+def test_cs_density_floor_moves_the_threshold_only_below_the_target():
+    """With the loss closing more entries than the target allows, the sigmoid's centre and the binary
+    threshold follow the target quantile of s down, so the mask searched is the one the projection keeps;
+    above the target the centre stays at 0 (plain CS); `floor=False` and target_mode none leave it at 0."""
+    def pruner(**hp):
+        p = get_method("cs")(lenet(), 0.5, regime="strong", hparams=get_method("cs").Hparams(**hp))
+        p.optimizer(100)
+        return p
+
+    p = pruner()
+    gen = torch.Generator().manual_seed(1)
+    for m in p.gated():  # density 0.25 at threshold 0
+        m.s.data = torch.randn(m.s.shape, generator=gen) - 0.674
+    p.on_step(0)
+    centre = p.gated()[0].centre
+    assert float(centre) < 0 and all(m.centre is centre for m in p.gated())
+    assert float(p.density()) == pytest.approx(0.5, abs=0.01)
+    m = p.gated()[0]
+    assert torch.equal(m.binary_mask(), m.s > centre)
+    assert torch.sigmoid(m.beta * (m.s - centre)).sub(m.search_mask()).abs().max() < 1e-6
+    for m in p.gated():  # density 0.75: the penalty's side, the floor does nothing
+        m.s.data = torch.randn(m.s.shape, generator=gen) + 0.674
+    p.on_step(1)
+    assert float(p.gated()[0].centre) == 0.0
+    for hp in ({"floor": False}, {"target_mode": "none"}):
+        q = pruner(**hp)
+        for m in q.gated():
+            m.s.data = torch.randn(m.s.shape, generator=gen) - 0.674
+        q.on_step(0)
+        assert float(q.gated()[0].centre) == 0.0 and float(q.density()) < 0.3
+    assert p.record()["density_floor"] and not pruner(floor=False).record()["density_floor"]
 
 
 @pytest.mark.parametrize("name", ["crbg", "cs"])
