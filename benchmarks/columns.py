@@ -80,6 +80,7 @@ COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "sparsity": ("fraction", "sparsity of the current binary mask"),
         "lambda": ("float", "penalty weight (CRBG, CS) or balancing coefficient (CTS)"),
         "beta": ("float", "CS temperature"),
+        "round": ("float", "IMP round (1-based) the epoch belongs to"),
         "centre": ("float", "CS sigmoid centre and binary threshold (below 0 while the density floor holds)"),
     },
     "layers.csv": {

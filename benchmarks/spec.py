@@ -196,6 +196,10 @@ class SweepSpec:
                 raise UserError(f"unknown granularity {g!r}; choose from {', '.join(GRANULARITIES)}")
         if self.regime not in REGIMES:
             raise UserError(f"unknown regime {self.regime!r}; available: {', '.join(REGIMES)}")
+        elsewhere = [m for m in self.methods if self.regime not in get_method(m).regimes]
+        if elsewhere:
+            raise UserError(f"{', '.join(elsewhere)} run{'s' if len(elsewhere) == 1 else ''} in the {' or '.join(get_method(elsewhere[0]).regimes)} regime "
+                            f"only, not --regime {self.regime}: run them in a sweep of their own")
         if self.regime == "joint":
             fixed = [m for m in self.methods if not (get_method(m).searches or get_method(m).dense)]
             if fixed:

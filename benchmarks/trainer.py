@@ -219,6 +219,7 @@ class CellRun:
             log(f"bench: cell {self.cell_id} resumes from its checkpoint after {self.resume['phase']} epoch "
                 f"{self.resume['epoch']}{origin}")
         self.steps_per_epoch = math.ceil(len(splits.train) / batch_size)
+        pruner.ctx = self.context()
 
     def epoch_batches(self, augment: bool, shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for xb, yb in batches(self.splits.train, self.batch_size, self.device, shuffle=shuffle,
@@ -233,7 +234,12 @@ class CellRun:
     def context(self) -> SearchContext:
         return SearchContext(batches=lambda: self.epoch_batches(augment=False),
                              train_weights=lambda n: self.train_weights(n, "pretrain"),
-                             criterion=self.criterion)
+                             criterion=self.criterion, weight_optimizer=self.weight_optimizer)
+
+    def weight_optimizer(self, params: list[nn.Parameter], steps: int) -> tuple[torch.optim.Optimizer, Any]:
+        """The cell's recipe over `params`: its optimiser and a per-step LR schedule spanning `steps`."""
+        opt = self.recipe.make_optimizer(params)
+        return opt, self.recipe.make_schedule(opt, steps, self.steps_per_epoch)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _state(self, phase: str, epoch: int, opt: torch.optim.Optimizer, sched: Any) -> dict[str, Any]:
@@ -374,10 +380,11 @@ def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: 
     state = run.resume
     if state is None:
         t0 = time.time()
-        pruner.prepare(run.context())  # one-shot scores, dense pre-training: search cost too
+        pruner.prepare(pruner.ctx)  # one-shot scores, dense pre-training: search cost too
         run.elapsed["search"] += time.time() - t0
+    search_epochs = pruner.search_epochs(epochs) if pruner.searches else 0
     if pruner.searches and (state is None or state["phase"] == "search"):
-        run.search(epochs)
+        run.search(search_epochs)
         if share_search is not None:
             run.ckpt.copy_to(share_search)
     if state is None or state["phase"] == "search":
@@ -394,7 +401,7 @@ def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: 
     return TrainResult(val_acc=evaluate(run.model, splits, "val", batch_size, device),
                        test_acc=evaluate(run.model, splits, "test", batch_size, device) if test else math.nan,
                        curves=run.curves, bn_recalibrated=recalibrated,
-                       search_epochs=pruner.extra_epochs + (epochs if pruner.searches else 0),
+                       search_epochs=pruner.extra_epochs + search_epochs,
                        search_s=round(run.elapsed["search"], 2), train_epochs=n_train,
                        train_s=round(run.elapsed["train"], 2),
                        search_from="" if run.search_origin == run.cell_id else run.search_origin,

@@ -10,6 +10,7 @@ from methods.cts import CTS  # noqa: E402
 from methods.dense import Dense  # noqa: E402
 from methods.edgepopup import EdgePopup  # noqa: E402
 from methods.grasp import GraSP  # noqa: E402
+from methods.imp import IMP  # noqa: E402
 from methods.magnitude import Magnitude  # noqa: E402
 from methods.random_mask import Random  # noqa: E402
 from methods.snip import SNIP  # noqa: E402
@@ -24,6 +25,7 @@ register(Random)
 register(Magnitude)
 register(SNIP)
 register(GraSP)
+register(IMP)
 register(SynFlow)
 
 __all__ = ["Granularity", "Hparams", "Mask", "Pruner", "SparsityReport", "prunable_modules",

@@ -236,6 +236,8 @@ class SearchContext:
     batches: Callable[[], Iterable[tuple[Tensor, Tensor]]]  # one epoch of (input, label), no augmentation
     train_weights: Callable[[int], None]  # train the (masked) model's weights for n epochs, standard recipe
     criterion: Callable[[Tensor, Tensor], Tensor]
+    # the cell's weight-training recipe over `params` for `steps` steps: (optimiser, per-step LR schedule)
+    weight_optimizer: Callable[[list[nn.Parameter], int], tuple[torch.optim.Optimizer, Any]] | None = None
 
 
 class Pruner(ABC):
@@ -261,6 +263,7 @@ class Pruner(ABC):
     augment_search: ClassVar[bool] = True  # data augmentation during the search
     weight_init: ClassVar[str] = DEFAULT_WEIGHT_INIT  # the strong regime's init when the sweep says "auto"
     dense: ClassVar[bool] = False  # no mask at all: target sparsity 0, trained in both regimes
+    regimes: ClassVar[tuple[str, ...]] = REGIMES  # the regimes the method has a meaning in
 
     def __init__(
         self,
@@ -280,6 +283,8 @@ class Pruner(ABC):
             raise ValueError(f"method {self.name!r} supports granularity {self.granularities}, not {granularity!r}")
         if regime not in REGIMES:
             raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
+        if regime not in self.regimes:
+            raise ValueError(f"method {self.name!r} runs in the {' or '.join(self.regimes)} regime only, not {regime!r}")
         if regime == "joint" and not (self.searches or self.dense):
             raise ValueError(f"method {self.name!r} fixes its mask before any training, so the joint regime (weights "
                              f"and mask found together) does not apply to it; use the weak regime")
@@ -294,6 +299,7 @@ class Pruner(ABC):
         if not self.layers:
             raise ValueError("the model has no prunable (Linear/Conv) module left after exclusions")
         self.extra_epochs = 0  # data passes a method spends outside the search loop (dense pre-training)
+        self.ctx: SearchContext | None = None  # what the trainer lends, set before `prepare` and on a resume
         self._attach()
         self._rewind = self.weight_state()
 
@@ -370,6 +376,10 @@ class Pruner(ABC):
     def parameters(self) -> list[nn.Parameter]:
         """The tensors the method optimises."""
         return self.mask_parameters()
+
+    def search_epochs(self, epochs: int) -> int:
+        """Passes over the data the search loop makes for a cell of `epochs` epochs (default: `epochs`)."""
+        return epochs
 
     def optimizer(self, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
         """The method's optimiser over `parameters()` and a per-step LR scheduler (or None).

@@ -40,7 +40,9 @@ def run(method: str, regime: str, checkpoint=None, kill: tuple[str, int] | None 
 
 @pytest.mark.parametrize("method,regime,kill", [("crbg", "strong", ("search", 2)), ("cs", "weak", ("search", 3)),
                                                 ("crbg", "joint", ("search", 2)),  # both optimisers restored
-                                                ("cts", "weak", ("train", 2)), ("snip", "weak", ("train", 2))])  # each after a checkpoint was written
+                                                ("cts", "weak", ("train", 2)), ("snip", "weak", ("train", 2)),
+                                                ("imp", "weak", ("search", 6)),  # at a round's end: prune, rewind pending
+                                                ("imp", "weak", ("search", 7))])  # each after a checkpoint was written
 def test_killed_cell_resumes_to_the_same_result(tmp_path, method, regime, kill):
     full, full_masks, all_epochs = run(method, regime)
     ckpt = tmp_path / "cell.pt"

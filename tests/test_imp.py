@@ -1,0 +1,67 @@
+"""Iterative magnitude pruning with rewinding (`methods/imp.py`): the round schedule, the pruning of surviving
+weights only, the rewind, and the method run end to end as a user runs it (resume: tests/test_checkpoint.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from benchmarks.cli import main
+from methods import get_method
+from tests.test_methods import lenet
+
+
+@pytest.mark.parametrize("target,rounds", [(0.2, 1), (0.5, 4), (0.9, 11), (0.968, 16), (0.99, 21)])
+def test_rounds_follow_from_the_target_and_the_last_lands_on_it(target, rounds):
+    imp = get_method("imp")(lenet(), target, regime="weak")
+    assert imp.rounds == rounds == math.ceil(math.log(1 - target) / math.log(0.8) - 1e-9)
+    densities = [imp.density_after(r) for r in range(1, rounds + 1)]
+    assert densities[-1] == pytest.approx(1 - target) and all(a > b for a, b in zip(densities, densities[1:]))
+    assert densities[0] == pytest.approx(max(0.8, 1 - target))
+
+
+def test_pruning_removes_the_smallest_surviving_magnitudes_globally():
+    imp = get_method("imp")(lenet(), 0.9, regime="weak")
+    n = sum(m.keep.numel() for m in imp.gated())
+    imp.prune_to(0.8)
+    first = [m.keep.clone() for m in imp.gated()]
+    weights = [mod.parametrizations.weight.original.detach() for _, mod in imp.layers]
+    kept = torch.cat([w[k] for w, k in zip(weights, first)]).abs()
+    dropped = torch.cat([w[~k] for w, k in zip(weights, first)]).abs()
+    assert sum(int(k.sum()) for k in first) == round(0.8 * n) and kept.min() >= dropped.max()
+    with torch.no_grad():  # a pruned weight that grew large is not let back in
+        for w, k in zip(weights, first):
+            w[~k] = 100.0
+    imp.prune_to(0.64)
+    assert all(not (m.keep & ~k).any() for m, k in zip(imp.gated(), first))
+    assert sum(int(m.keep.sum()) for m in imp.gated()) == round(0.64 * n)
+
+
+def test_imp_runs_in_the_weak_regime_only(tmp_path, capsys):
+    for regime in ("strong", "joint"):
+        with pytest.raises(ValueError, match="weak regime only"):
+            get_method("imp")(lenet(), 0.9, regime=regime)
+    assert main(["run", "--methods", "imp,cts", "--sparsity", "0.9", "--dataset", "synthetic", "--out",
+                 str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "imp runs in the weak regime only, not --regime strong" in err and len(err.strip().splitlines()) == 1
+
+
+def test_imp_end_to_end_prunes_each_round_and_trains_the_rewound_ticket(mnist_data_root, tmp_path):
+    """`bench run --methods imp --regime weak`: k rounds of one epoch, each pruning 20 % of what survives (the
+    curves' sparsity per round), every round counted as search cost, the ticket at exactly the target and
+    trained from the rewind point, far above chance."""
+    out = tmp_path / "r"
+    assert main(["run", "--methods", "imp", "--regime", "weak", "--sparsity", "0.9", "--epochs", "1",
+                 "--train-size", "1000", "--no-progress", "--data-root", str(mnist_data_root), "--out", str(out)]) == 0
+    (row,) = pd.read_csv(out / "runs.csv").itertuples()
+    assert row.sparsity == pytest.approx(0.9, abs=1e-4) and row.search_epochs == 11 and row.train_epochs == 1
+    assert row.hp_rounds == 11 and row.hp_rewind_epoch_used == 0  # a round of 1 epoch rewinds to init
+    assert row.test_acc > 70.0
+    curves = pd.read_csv(out / "curves.csv")
+    search = curves[curves.phase == "search"]
+    assert list(search["round"]) == list(range(1, 12))
+    assert list(search.sparsity.round(3)) == [round(1 - 0.8 ** r, 3) for r in range(11)]
