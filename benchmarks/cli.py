@@ -99,7 +99,8 @@ def make_parser() -> argparse.ArgumentParser:
                          choices=f.metadata["choices"], help=f"{f.metadata['help']} (default {f.default})")
     run.add_argument("--tuned", metavar="DIR",
                      help="run each cell with the best configuration `bench tune` found for its method, arch, "
-                          "dataset, granularity and target (DIR/tuned.yaml); cells without one use the defaults; "
+                          "dataset, granularity, regime, weight init, activation and target (DIR/tuned.yaml); cells "
+                          "without one use the defaults; "
                           "rows record tuned=study:trial or default, and reports show the two as separate series")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                      help="override a method hyperparameter, e.g. crbg.lr=0.02 (repeatable); a comma-separated list is a "
@@ -146,6 +147,11 @@ def make_parser() -> argparse.ArgumentParser:
     tune.add_argument("--dataset", default="mnist", help="dataset")
     tune.add_argument("--sparsity", type=csv_list(float), default=[0.9], help="target sparsities, one study each")
     tune.add_argument("--granularity", default="unstructured", help="unstructured or structured")
+    tune.add_argument("--regime", default="strong", choices=["strong", "weak", "joint"],
+                      help="the regime every trial runs in, as bench run --regime (weak: the objective is the "
+                           "trained ticket's validation accuracy)")
+    tune.add_argument("--weight-init", dest="weight_init", default="auto", help="initial weights, as bench run")
+    tune.add_argument("--activation", default="relu", choices=["relu", "prelu", "leaky"], help="as bench run")
     tune.add_argument("--trials", type=int, default=20, help="trials per study run by this worker")
     tune.add_argument("--budget-epochs", dest="budget_epochs", type=int, default=3, help="search epochs per trial")
     tune.add_argument("--train-size", dest="train_size", type=int, default=0,

@@ -255,7 +255,8 @@ class SweepSpec:
                 continue
             trains = self.regime == "weak" or cls.dense
             configs, tuned = self._method_hparams[method], ""
-            entry = self._tuned.get((method, arch, dataset, gran, float(target)))
+            entry = self._tuned.get((method, arch, dataset, gran, self.regime, self.weight_init, self.activation,
+                                     float(target)))
             if entry is not None:  # the tuned configuration, under any --set of this command
                 configs = hparam_grid(method, {**entry["hparams"], **self.hparams.get(method, {})})
                 tuned = f"{entry['study']}:{entry['trial']}"
@@ -286,15 +287,24 @@ class SweepSpec:
         return self.name or f"{'-'.join(self.arch)}_{'-'.join(self.dataset)}".replace(":", "_").replace("/", "_")
 
 
-def load_tuned(folder: Path) -> dict[tuple[str, str, str, str, float], dict[str, Any]]:
-    """`bench tune`'s manifest in `folder` (tuned.yaml), keyed by (method, arch, dataset, granularity, target)."""
+TunedKey = tuple[str, str, str, str, str, str, str, float]
+
+
+def manifest_key(entry: dict[str, Any]) -> TunedKey:
+    """What a tuned configuration is for: method, arch, dataset, granularity, regime, weight init, activation
+    and target (manifests written before the regime, init and activation were keys hold the defaults)."""
+    return (entry["method"], entry["arch"], entry["dataset"], entry["granularity"], entry.get("regime", "strong"),
+            entry.get("weight_init", "auto"), entry.get("activation", "relu"), float(entry["target_sparsity"]))
+
+
+def load_tuned(folder: Path) -> dict[TunedKey, dict[str, Any]]:
+    """`bench tune`'s manifest in `folder` (tuned.yaml), keyed by `manifest_key`."""
     path = folder / "tuned.yaml" if folder.is_dir() else folder
     if not path.is_file():
         raise UserError(f"--tuned {folder}: no tuned.yaml there (bench tune writes it into its output folder)")
     data = load_yaml(path)
     try:
-        return {(e["method"], e["arch"], e["dataset"], e["granularity"], float(e["target_sparsity"])): e
-                for e in data["configs"]}
+        return {manifest_key(e): e for e in data["configs"]}
     except (KeyError, TypeError, ValueError):
         raise UserError(f"{path}: not a bench tune manifest (expected configs: [{{method, arch, ...}}])") from None
 

@@ -23,7 +23,7 @@ import yaml
 
 from benchmarks.data import data_root, load_dataset
 from benchmarks.errors import UserError
-from benchmarks.spec import SweepSpec
+from benchmarks.spec import SweepSpec, manifest_key
 from benchmarks.cell import build_pruner
 from benchmarks.trainer import resolve_device, train
 from methods import Pruner, get_method
@@ -46,6 +46,9 @@ class TuneSpec:
     study: str | None = None
     seed: int = 0
     granularity: str = "unstructured"
+    regime: str = "strong"
+    weight_init: str = "auto"
+    activation: str = "relu"
     batch_size: int = 128
     train_size: int = 0
     device: str = "auto"
@@ -55,7 +58,17 @@ class TuneSpec:
     progress: bool = False
 
     def study_name(self, method: str, target: float) -> str:
-        return self.study or f"{method}_{self.arch}_{self.dataset}_{target:g}_{self.objective}"
+        """The default name carries every setting of the protocol that is not the default one, so the
+        studies of a weak-regime or a PReLU comparison never mix with the default ones in one storage."""
+        extra = "".join(f"_{v}" for v, d in ((self.regime, "strong"), (self.weight_init, "auto"),
+                                               (self.activation, "relu")) if v != d)
+        return self.study or f"{method}_{self.arch}_{self.dataset}_{target:g}_{self.objective}{extra}"
+
+    @property
+    def protocol(self) -> dict[str, str]:
+        """The settings besides method, arch, dataset, granularity and target that a tuned configuration
+        is valid for (part of the `tuned.yaml` key)."""
+        return {"regime": self.regime, "weight_init": self.weight_init, "activation": self.activation}
 
     @property
     def out_dir(self) -> Path:
@@ -93,6 +106,7 @@ def _cell_spec(spec: TuneSpec, method: str, target: float, params: dict[str, Any
     """The SweepSpec one trial runs: the tuned method at the budget with the sampled hyperparameters."""
     return SweepSpec(methods=[method], arch=[spec.arch], dataset=[spec.dataset], sparsity=[target],
                      seeds=[spec.seed], granularity=[spec.granularity], epochs=spec.budget_epochs,
+                     regime=spec.regime, weight_init=spec.weight_init, activation=spec.activation,
                      batch_size=spec.batch_size, train_size=spec.train_size, hparams={method: params},
                      device=spec.device)
 
@@ -224,7 +238,8 @@ def export(study, spec: TuneSpec, method: str, target: float) -> None:
         return
     top = best[0]
     fragment = {"methods": [method], "arch": [spec.arch], "dataset": [spec.dataset], "sparsity": [target],
-                "granularity": [spec.granularity], "batch_size": spec.batch_size, "epochs": spec.budget_epochs,
+                "granularity": [spec.granularity], **spec.protocol, "batch_size": spec.batch_size,
+                "epochs": spec.budget_epochs,
                 "seeds": [spec.seed], "train_size": spec.train_size, "hparams": {method: best_params(top, spec)}}
     (folder / "best.yaml").write_text(f"# best trial {top.number} of study {study.study_name}: val_acc "
                                       f"{top.values[0]:.2f}, sparsity {top.user_attrs.get('sparsity', float('nan')):.4f}"
@@ -254,8 +269,7 @@ def write_manifest(spec: TuneSpec, storage, out: Path) -> None:
     path = out / MANIFEST
     manifest = yaml.safe_load(path.read_text()) if path.exists() else None
     manifest = manifest if isinstance(manifest, dict) else {}
-    entries = {(e["method"], e["arch"], e["dataset"], e["granularity"], float(e["target_sparsity"])): e
-               for e in manifest.get("configs", [])}
+    entries = {manifest_key(e): e for e in manifest.get("configs", [])}
     for method in spec.methods:
         for target in spec.sparsity:
             name = spec.study_name(method, target)
@@ -263,12 +277,14 @@ def write_manifest(spec: TuneSpec, storage, out: Path) -> None:
             if not best:
                 continue
             trials = len(optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False))
-            entries[(method, spec.arch, spec.dataset, spec.granularity, float(target))] = {
+            entry = {
                 "method": method, "arch": spec.arch, "dataset": spec.dataset, "granularity": spec.granularity,
-                "target_sparsity": float(target), "study": name, "trial": best[0].number,
+                **spec.protocol, "target_sparsity": float(target), "study": name, "trial": best[0].number,
                 "val_acc": float(best[0].values[0]), "trials": trials, "budget_epochs": spec.budget_epochs,
                 "train_size": spec.train_size, "objective": spec.objective, "hparams": best_params(best[0], spec)}
-    path.write_text("# bench tune's best configuration per (method, arch, dataset, granularity, target), chosen on "
+            entries[manifest_key(entry)] = entry
+    path.write_text("# bench tune's best configuration per (method, arch, dataset, granularity, regime, weight init, "
+                    "activation, target), chosen on "
                     "validation data; use with: bench run --tuned " + str(out) + "\n"
                     + yaml.safe_dump({"configs": list(entries.values())}, sort_keys=False))
     budgets = {(e["trials"], e["budget_epochs"], e["train_size"]) for e in entries.values()}

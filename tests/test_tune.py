@@ -186,6 +186,27 @@ def test_equal_budget_tuning_of_several_methods_then_bench_run_tuned(tmp_path, c
     assert "no tuned.yaml" in capsys.readouterr().err
 
 
+def test_a_weak_regime_study_is_keyed_by_its_regime_and_used_by_weak_cells_only(tmp_path, capsys):
+    """`bench tune --regime weak` trains every trial's ticket and names and keys its study by the regime, so
+    `bench run --tuned` applies it to weak-regime cells and not to strong ones (and an old manifest without
+    the key still reads as the default regime)."""
+    out = tmp_path / "t"
+    assert main(TUNE + ["--method", "cs", "--regime", "weak", "--trials", "1", "--budget-epochs", "1",
+                        "--out", str(out)]) == 0
+    (entry,) = yaml.safe_load((out / "tuned.yaml").read_text())["configs"]
+    assert entry["regime"] == "weak" and entry["study"] == "cs_lenet300_synthetic_0.8_constrained_weak"
+    assert yaml.safe_load((out / "best.yaml").read_text())["regime"] == "weak"
+    args = ["run", "--methods", "cs", "--arch", "lenet300", "--dataset", "synthetic", "--sparsity", "0.8",
+            "--epochs", "1", "--batch-size", "64", "--no-progress", "--tuned", str(out)]
+    assert main(args + ["--regime", "weak", "--out", str(tmp_path / "weak")]) == 0
+    assert main(args + ["--out", str(tmp_path / "strong")]) == 0
+    assert pd.read_csv(tmp_path / "weak" / "runs.csv").tuned.item() == f"{entry['study']}:{entry['trial']}"
+    assert pd.read_csv(tmp_path / "strong" / "runs.csv").tuned.item() == "default"
+    from benchmarks.spec import manifest_key
+    old = {k: v for k, v in entry.items() if k not in ("regime", "weight_init", "activation")}
+    assert manifest_key(old)[4:7] == ("strong", "auto", "relu")
+
+
 def test_tune_rejects_bad_budgets_in_one_line(tmp_path, capsys):
     for extra, needle in ((["--trials", "0"], "--trials and --budget-epochs"),
                           (["--heartbeat", "0"], "--heartbeat must be at least 1"),
