@@ -94,15 +94,18 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
     idx.text(f"Command: {shlex.join(['bench', *sys.argv[1:]]) if sys.argv[0].endswith('bench') else 'bench report'}")
     idx.text("Sources: " + ", ".join(str(f) for f in folders) + f". {len(res.ok)} finished cells. " + versions(res.runs))
     idx.text(f"Accuracy is {metric.replace('_', ' ')} in %, mean over seeds; bands and ± are 95 % t-intervals "
-             "(none with one seed). Sparsity is the achieved fraction of prunable weights removed.")
+             "(none with one seed; in figures only from 3 seeds, with every seed drawn as a dot). Sparsity is the achieved fraction of prunable weights removed.")
 
     for (dataset, arch, regime), slug, panel in figures.panels(searched):
         psum = summary[(summary.dataset == dataset) & (summary.arch == arch) & (summary.regime == regime)]
         pdense = dense[(dense.dataset == dataset) & (dense.arch == arch) & (dense.regime == regime)]
         idx.heading(f"{arch} on {dataset}, {regime} regime")
-        paths = figures.accuracy_vs_sparsity(psum, pdense, palette, out, x_mode, f"acc_vs_sparsity_{slug}")
+        paths = figures.accuracy_vs_sparsity(psum, pdense, palette, out, x_mode, f"acc_vs_sparsity_{slug}",
+                                             seeds=panel, metric=metric)
         idx.figure(paths, f"Test accuracy against achieved sparsity for each method on {arch}/{dataset}: seed mean "
-                          "at each target with a 95 % band; ringed points form the Pareto front (no other point is both "
+                          "at each target, each seed a small dot, and a 95 % band where a target has "
+                          f"{figures.BAND_MIN_SEEDS} seeds or more (with fewer the t-interval spans tens of points); "
+                          "ringed points form the Pareto front (no other point is both "
                           "sparser and more accurate)" + ("; dashed: the trained dense model." if len(pdense) else "."))
         grid, _ = tables.accuracy_grid(psum)
         tables_csv = f"table_{slug}.csv"

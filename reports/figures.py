@@ -68,9 +68,14 @@ def _sparsity_axis(ax: plt.Axes, mode: str, values: np.ndarray) -> None:
     ax.set_xlabel("sparsity (log density axis)")
 
 
+BAND_MIN_SEEDS = 3  # fewer seeds: a t-interval spans tens of points (t = 12.7 for 2), so the seeds are shown alone
+
+
 def accuracy_vs_sparsity(summary: pd.DataFrame, dense: pd.DataFrame, palette: Palette, out: Path, mode: str,
-                         stem: str) -> list[Path]:
-    """One line per series: seed mean at each achieved sparsity, 95 % CI band, Pareto front ringed."""
+                         stem: str, seeds: pd.DataFrame | None = None, metric: str = "test_acc") -> list[Path]:
+    """One line per series: seed mean at each achieved sparsity, every seed as a small dot (`seeds`: the
+    panel's runs, a `series` column), the 95 % CI band where a target has `BAND_MIN_SEEDS` seeds or more,
+    Pareto front ringed."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.6))
         targets = sorted(summary["target_sparsity"].unique())
@@ -79,9 +84,15 @@ def accuracy_vs_sparsity(summary: pd.DataFrame, dense: pd.DataFrame, palette: Pa
             g = g.set_index("target_sparsity").reindex(targets)
             x = _x(g["sparsity"], mode)
             ax.plot(x, g["mean"], marker=palette.marker[name], color=palette.color[name], label=name, ms=4, lw=1.2)
-            if g["ci_lo"].notna().any():
-                ax.fill_between(x, g["ci_lo"].clip(0, 100), g["ci_hi"].clip(0, 100), color=palette.color[name],
-                                alpha=0.2, lw=0)
+            banded = g["seeds"] >= BAND_MIN_SEEDS
+            if (banded & g["ci_lo"].notna()).any():
+                ax.fill_between(x, g["ci_lo"].where(banded).clip(0, 100), g["ci_hi"].where(banded).clip(0, 100),
+                                color=palette.color[name], alpha=0.2, lw=0)
+            if seeds is not None:
+                own = seeds[seeds["series"] == name]
+                if (own.groupby("target_sparsity").size() > 1).any():  # one seed is the line itself
+                    ax.scatter(_x(own["sparsity"], mode), own[metric], s=5, color=palette.color[name], alpha=0.45,
+                               lw=0, zorder=1)
         front = summary[pareto_mask(summary["sparsity"].to_numpy(), summary["mean"].to_numpy())]
         front = front.sort_values("sparsity")
         ax.plot(_x(front["sparsity"], mode), front["mean"], ls="none", marker="o", ms=8, mfc="none", mec="black",

@@ -172,6 +172,36 @@ def test_missing_target_is_a_gap_in_the_line(tmp_path, monkeypatch):
     assert drawn["edgepopup"][1] == [96.0, 95.5, 93.0]
 
 
+def test_seeds_are_dots_and_the_band_needs_three_seeds(tmp_path, monkeypatch):
+    """Every seed is drawn as a dot; the 95 % band only where a target has 3 seeds or more (a 2-seed
+    t-interval spans tens of points and tinted the whole plot)."""
+    from reports import figures
+    from reports.stats import add_series
+
+    bands, dots = {}, {}
+    real_fill, real_scatter = figures.plt.Axes.fill_between, figures.plt.Axes.scatter
+
+    def fill(self, x, lo, hi, *args, **kwargs):
+        bands[kwargs["color"]] = list(lo)
+        return real_fill(self, x, lo, hi, *args, **kwargs)
+
+    def scatter(self, x, y, *args, **kwargs):
+        dots[kwargs["color"]] = sorted(y)
+        return real_scatter(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(figures.plt.Axes, "fill_between", fill)
+    monkeypatch.setattr(figures.plt.Axes, "scatter", scatter)
+    rows = [run_row("crbg", 0.5, s, 97.0 + s) for s in range(3)] + [run_row("crbg", 0.9, s, 90.0 + 10 * s)
+                                                                    for s in range(2)]
+    rows += [run_row("edgepopup", 0.5, 0, 96.0), run_row("edgepopup", 0.9, 0, 93.0)]
+    runs = add_series(pd.DataFrame(rows))
+    palette = figures.Palette(["crbg", "edgepopup"])
+    figures.accuracy_vs_sparsity(summarize(runs), pd.DataFrame(), palette, tmp_path, "sparsity", "fig", seeds=runs)
+    crbg, ep = palette.color["crbg"], palette.color["edgepopup"]
+    assert dots[crbg] == [90.0, 97.0, 98.0, 99.0, 100.0] and ep not in dots  # one seed: the line is the seed
+    assert not math.isnan(bands[crbg][0]) and math.isnan(bands[crbg][1]) and ep not in bands
+
+
 def test_report_includes_tuning_trials(tmp_path, capsys):
     folder = tmp_path / "tune"
     folder.mkdir()
