@@ -81,6 +81,17 @@ class _Restartable:
         self.inner.load_state_dict(state)
 
 
+class _NoSchedule:
+    def step(self) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
 class IMP(Pruner):
     """Train, prune the smallest surviving magnitudes globally, rewind; repeat until the target."""
 
@@ -131,9 +142,11 @@ class IMP(Pruner):
 
     def restart(self) -> None:
         """A fresh optimiser and schedule for one round of the cell's weight-training recipe."""
-        if self.ctx is None or self.ctx.weight_optimizer is None:
-            raise RuntimeError("imp trains weights with the cell's recipe: the trainer lends it (Pruner.ctx)")
-        self.round_opt = list(self.ctx.weight_optimizer(self.weight_parameters(), self.steps_per_round))
+        params = self.weight_parameters()
+        if self.ctx is not None and self.ctx.weight_optimizer is not None:
+            self.round_opt = list(self.ctx.weight_optimizer(params, self.steps_per_round))
+        else:  # outside the trainer: the default recipe's optimiser at a constant rate
+            self.round_opt = [torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4), _NoSchedule()]
 
     def loss(self, model, x: Tensor, y: Tensor, criterion) -> Tensor:
         if self.pending:

@@ -25,7 +25,7 @@ def test_search_step_has_no_host_device_sync(method, arch, shape, amp):
     device = torch.device("cuda")
     torch.manual_seed(0)
     model = build_model(arch, 10, shape).to(device).train()
-    pruner = get_method(method)(model, 0.9)
+    pruner = get_method(method)(model, 0.9, regime=get_method(method).regimes[0])
     model.to(device)
     cuda_layout(model, device)  # the trainer's layout: conv nets (masks included) channels_last
     opt, sched = pruner.optimizer(100)

@@ -23,9 +23,12 @@ FIELDS = ("test_acc", "val_acc", "sparsity", "kept_weights", "sparsity_before_pr
 
 
 def cells():
-    searching = [m for m, cls in METHODS.items() if cls.searches]
-    specs = [SweepSpec(methods=sorted(METHODS), sparsity=[0.8], epochs=1, batch_size=32),
-             SweepSpec(methods=sorted(METHODS), sparsity=[0.8], epochs=1, batch_size=32, regime="weak"),
+    searching = [m for m, cls in METHODS.items() if cls.searches and "joint" in cls.regimes]
+    def runs_in(regime: str) -> list[str]:
+        return sorted(m for m, cls in METHODS.items() if regime in cls.regimes)
+
+    specs = [SweepSpec(methods=runs_in("strong"), sparsity=[0.8], epochs=1, batch_size=32),
+             SweepSpec(methods=runs_in("weak"), sparsity=[0.8], epochs=1, batch_size=32, regime="weak"),
              SweepSpec(methods=searching, sparsity=[0.8], epochs=1, batch_size=32, regime="joint"),
              SweepSpec(methods=["crbg", "snip"], sparsity=[0.8], epochs=1, batch_size=32, sanity=True),
              SweepSpec(methods=["crbg"], granularity=["structured"], sparsity=[0.5], epochs=1, batch_size=32,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,9 +19,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import TensorDataset
 
-from benchmarks.data import CIFAR_STATS, Splits, batches, crop_flip, load_dataset, normalizer
+from benchmarks.data import CIFAR_STATS, Splits, crop_flip, load_dataset, normalizer
 from benchmarks.recipe import Recipe
-from benchmarks.trainer import search_step, train
+from benchmarks.trainer import CellRun, search_step, train
 from benchmarks.zoo import build_model
 from methods import METHODS, get_method
 from methods.edgepopup import BandedThreshold
@@ -71,7 +72,7 @@ def gpu_selection(monkeypatch):
 def test_search_step_reads_nothing_back(method, arch, shape, amp):
     torch.manual_seed(0)
     model = build_model(arch, 10, shape).train()
-    pruner = get_method(method)(model, 0.9)
+    pruner = get_method(method)(model, 0.9, regime=get_method(method).regimes[0])
     opt, sched = pruner.optimizer(100)
     x, y = torch.randn(16, *shape), torch.randint(0, 10, (16,))
     for step in range(2):  # lazy state (optimiser moments) first
@@ -112,18 +113,21 @@ def test_a_cell_reads_back_per_epoch_not_per_step(method):
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
 def test_input_pipeline_copies_from_the_host_once_per_epoch(dataset, mnist_data_root):
-    """A training epoch of held data (batching, augmentation, normalisation) on a device ("meta" stands in
-    for a GPU): one host-to-device copy (the epoch's shuffled order), however many batches."""
+    """A training epoch of held data through the trainer's loop (batching, augmentation, normalisation) on a
+    device ("meta" stands in for a GPU): one host-to-device copy (the epoch's shuffled order), however many
+    batches."""
     if dataset == "mnist":
         splits = load_dataset("mnist", mnist_data_root)
     else:  # CIFAR-10's own pipeline on CIFAR-shaped uint8 images (no CIFAR files here)
         splits = replace(cifar_like(512), transform=normalizer(*CIFAR_STATS["cifar10"]))
     meta = torch.device("meta")
     held = splits.to(meta)
+    # the trainer's own epoch loop (`CellRun.epoch_batches`) on a stand-in for the run's state
+    run = SimpleNamespace(splits=held, batch_size=64, device=meta, shuffle=torch.Generator().manual_seed(0),
+                          channels_last=False)
     with HostToDevice() as h2d:
         n = 0
-        for xb, _ in batches(held.train, 64, meta, shuffle=True, generator=torch.Generator().manual_seed(0)):
-            x = splits.transform(splits.augment(xb) if splits.augment is not None else xb)
+        for x, _ in CellRun.epoch_batches(run, augment=True):
             n += 1
     assert x.is_meta and x.dtype == torch.float32 and n > 5
     assert h2d.copies == 1, f"{dataset}: {h2d.copies} host-to-device copies in an epoch of {n} batches"

@@ -65,3 +65,25 @@ def test_imp_end_to_end_prunes_each_round_and_trains_the_rewound_ticket(mnist_da
     search = curves[curves.phase == "search"]
     assert list(search["round"]) == list(range(1, 12))
     assert list(search.sparsity.round(3)) == [round(1 - 0.8 ** r, 3) for r in range(11)]
+
+
+@pytest.mark.parametrize("arch,shape", [("conv2", (3, 32, 32)), ("resnet20", (3, 32, 32))])
+def test_imp_on_conv_nets_trains_prunes_and_lands_on_the_target(arch, shape):
+    """Two rounds on a conv net with BatchNorm (resnet20): the weights train in each round, the ticket is at
+    exactly the target, and the surviving weights are rewound to the rewind point before the last training."""
+    from benchmarks.spec import Cell
+    from benchmarks.cell import build_pruner
+    from benchmarks.trainer import train
+    from tests.conftest import tiny_splits
+
+    splits = tiny_splits(shape, n=32)
+    cell = Cell(method="imp", arch=arch, dataset="tiny", target_sparsity=0.36, seed=0, regime="weak", epochs=2,
+                batch_size=16)
+    imp = build_pruner(cell, splits)
+    init = {k: v.clone() for k, v in imp.weight_state().items()}
+    result = train(imp, splits, epochs=2, batch_size=16, device=torch.device("cpu"), seed=0, progress=False,
+                   train_epochs=1)
+    assert imp.rounds == 2 and result.search_epochs == 4 and imp.report().sparsity == pytest.approx(0.36, abs=1e-3)
+    rewind = imp.rewind_state()
+    moved = [k for k in rewind if k.endswith("original") and not torch.equal(rewind[k], init[k])]
+    assert moved  # the rewind point is after epoch 1 of training, not the initialisation

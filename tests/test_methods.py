@@ -54,7 +54,7 @@ def target(name: str) -> float:
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_attach_freezes_model_and_exposes_only_method_params(name):
     model = lenet()
-    pruner = get_method(name)(model, target(name))
+    pruner = get_method(name)(model, target(name), regime=METHODS[name].regimes[0])
     for _, module in pruner.layers:
         assert parametrize.is_parametrized(module, "weight")
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
@@ -177,7 +177,7 @@ def test_structured_rejected_where_unsupported():
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_bake_gives_plain_model_with_same_function(name):
     model = lenet()
-    pruner = get_method(name)(model, target(name))
+    pruner = get_method(name)(model, target(name), regime=METHODS[name].regimes[0])
     pruner.finalize()
     x = torch.randn(4, 1, 28, 28)
     model.eval()

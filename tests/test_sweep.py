@@ -148,33 +148,37 @@ def test_sigkill_at_random_instants_then_resume(tmp_path):
     assert os.listdir(out / "checkpoints") == []  # and its checkpoint
 
 
-def test_running_cells_report_their_epoch(tmp_path, capsys):
-    """Workers write `pid` and `phase epoch/total` to their marker every epoch; `bench status` and the
-    per-cell progress bars read it."""
-    import json
-
-    from benchmarks.spec import SweepSpec
+def test_running_cells_report_their_epoch(tmp_path, capsys, monkeypatch):
+    """A worker writes its pid and `phase epoch/total` to the cell's marker every epoch; `bench status` and
+    the per-cell progress bars read what the real worker wrote, while the cell runs."""
+    import benchmarks.cell as cell_mod
     from benchmarks.paths import RUNNING
+    from benchmarks.spec import SweepSpec
     from benchmarks.sweep import RunningBars
 
     out = tmp_path / "r"
-    assert main(SYNTH + ["--methods", "edgepopup", "--sparsity", "0.5,0.9", "--out", str(out)]) == 0
-    capsys.readouterr()
-    plan = json.loads((out / "plan.json").read_text())
-    cell = next(iter(plan))
-    runs = pd.read_csv(out / "runs.csv")
-    runs[runs.cell != cell].to_csv(out / "runs.csv", index=False)  # as if that cell were still running
-    (out / RUNNING).mkdir(exist_ok=True)
-    (out / RUNNING / cell).write_text(f"{os.getpid()}\nsearch 3/10\n")
-    assert main(["status", str(out)]) == 0
-    status = capsys.readouterr().out
-    assert "1 running" in status and "(search epoch 3/10)" in status
-    cells = SweepSpec(methods=["edgepopup"], dataset=["synthetic"], sparsity=[0.5, 0.9], epochs=1, batch_size=64).cells()
-    assert cell in {c.id for c in cells}
-    bars = RunningBars(out / RUNNING, cells, enabled=True)
-    bars.refresh()
-    assert [(b.n, b.total) for b in bars.bars.values()] == [(3, 10)]
-    bars.close()
+    seen = []
+    real = cell_mod.write_marker
+
+    def spy(marker, where=""):
+        real(marker, where)
+        if where == "search 1/2" and not seen:  # mid-cell: what a second terminal would see now
+            cells = SweepSpec(methods=["edgepopup"], dataset=["synthetic"], sparsity=[0.5], epochs=2,
+                              batch_size=64).cells()
+            bars = RunningBars(out / RUNNING, cells, enabled=True)
+            bars.refresh()
+            seen.append([(b.n, b.total) for b in bars.bars.values()])
+            bars.close()
+            capsys.readouterr()
+            assert main(["status", str(out)]) == 0
+            seen.append(capsys.readouterr().out)
+
+    monkeypatch.setattr(cell_mod, "write_marker", spy)
+    assert main(SYNTH + ["--methods", "edgepopup", "--sparsity", "0.5", "--epochs", "2", "--out", str(out)]) == 0
+    bars, status = seen
+    assert bars == [(1, 2)]
+    assert "1 running" in status and "(search epoch 1/2)" in status
+    assert not list((out / RUNNING).iterdir())  # the marker is gone once the cell finished
 
 
 def test_sanity_cells_reuse_the_parents_search_and_the_snapshot_is_removed(tmp_path, capsys):

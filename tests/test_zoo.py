@@ -19,7 +19,8 @@ INPUT = {"lenet300": (1, 28, 28), "timm:vit_tiny_patch16_224": (3, 32, 32),
 FAST = ["lenet300", "conv2", "resnet20", "timm:vit_tiny_patch16_224"]
 SEARCH = ["crbg", "edgepopup"]  # every architecture with these in CI; every method on the FAST ones
 CASES = [pytest.param(arch, method, gran, marks=[] if arch in FAST or method in SEARCH else [pytest.mark.slow])
-         for arch in sorted(MODELS) + TIMM for method in sorted(METHODS) for gran in METHODS[method].granularities]
+         for arch in sorted(MODELS) + TIMM for method in sorted(METHODS) for gran in METHODS[method].granularities
+         if "strong" in METHODS[method].regimes]  # weak-only imp: tests/test_imp.py
 CPU = torch.device("cpu")
 
 

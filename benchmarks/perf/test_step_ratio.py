@@ -83,7 +83,7 @@ def make_step(arch: str, method: str, batch: int) -> tuple[Callable[[], None], n
     model = build_model(arch, 10, shape).to(DEVICE).train()
     x = torch.randn(batch, *shape, device=DEVICE)
     y = torch.randint(0, 10, (batch,), device=DEVICE)
-    pruner = None if method == "dense" else get_method(method)(model, SPARSITY)
+    pruner = None if method == "dense" else get_method(method)(model, SPARSITY, regime=get_method(method).regimes[0])
     model.to(DEVICE)
     if cuda_layout(model, DEVICE):  # as the trainer runs conv nets on CUDA (masks included)
         x = x.contiguous(memory_format=torch.channels_last)
