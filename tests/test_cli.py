@@ -133,7 +133,7 @@ def test_console_script_installed_and_help():
     out = subprocess.run(["bench", "run", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--sparsity" in out.stdout and "TICKETBENCH_DATA" in out.stdout
     out = subprocess.run(["bench", "run", "--methods", "nope"], capture_output=True, text=True)
-    assert out.returncode == 2 and out.stderr.strip() == "bench: error: unknown method 'nope'; available: crbg, cs, cts, dense, edgepopup, grasp, magnitude, random, snip, synflow"
+    assert out.returncode == 2 and out.stderr.strip() == "bench: error: unknown method 'nope'; available: crbg, cs, cts, dense, edgepopup, grasp, imp, magnitude, random, snip, synflow"
 
 
 def test_user_registered_model_and_dataset(tmp_path):

@@ -58,6 +58,9 @@ def test_attach_freezes_model_and_exposes_only_method_params(name):
     for _, module in pruner.layers:
         assert parametrize.is_parametrized(module, "weight")
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    if pruner.search_trains_weights:  # imp: its search trains the model's own weights, from `optimizer` on
+        assert not trainable and pruner.parameters() == pruner.weight_parameters() and not pruner.mask_parameters()
+        return
     assert trainable == {id(p) for p in pruner.parameters()}
     # one score/gate tensor per layer, first and last included; one-shot masks have none
     assert len(pruner.parameters()) == (3 if name in SEARCHING else 0)
