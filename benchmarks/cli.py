@@ -178,9 +178,10 @@ def make_parser() -> argparse.ArgumentParser:
                                      "sparsity). Load it with: from benchmarks import load_ticket.")
     exp.add_argument("folder", type=Path, help="the results folder (with runs.csv, plan.json, masks/, tickets/)")
     exp.add_argument("--cell", required=True, help="the cell id (a unique prefix is enough)")
-    exp.add_argument("--format", default="pt", choices=["pt", "torchscript"],
-                     help="pt (default: the pickled module, needs this package to load) or torchscript (torch alone)")
-    exp.add_argument("--out", type=Path, help="output file (default FOLDER/exports/<cell>.pt or .ts)")
+    exp.add_argument("--format", default="pt", choices=["pt", "torchscript", "onnx"],
+                     help="pt (default: the pickled module, needs this package to load), torchscript (torch alone) "
+                          "or onnx (for ONNX runtimes; input 'input' of any batch size, output 'logits')")
+    exp.add_argument("--out", type=Path, help="output file (default FOLDER/exports/<cell>.pt, .ts or .onnx)")
 
     lst = sub.add_parser("list", help="list the registered methods, archs or datasets, or the result columns")
     lst.add_argument("what", choices=["methods", "archs", "datasets", "columns"])

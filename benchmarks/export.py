@@ -5,7 +5,9 @@ A cell is rebuilt from what its run saved: its settings (``plan.json``), its see
 frozen weights are redrawn from it exactly as the run drew them), its masks (``masks/``) and the state the
 seed cannot regenerate (``tickets/``: BatchNorm statistics, trained weights). Formats: ``pt`` (the pickled
 module and its metadata; loading needs this package's dependencies, e.g. timm for timm models) and
-``torchscript`` (traced; loads with torch alone). The metadata: the cell's settings and its row's numbers.
+``torchscript`` (traced; loads with torch alone) and ``onnx`` (torch.export's exporter, a dynamic batch
+dimension; for ONNX runtimes, so `load_ticket` does not read it; needs the ``onnx`` extra). The metadata:
+the cell's settings and its row's numbers (in ONNX, the model's ``metadata_props["ticketbench"]``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from benchmarks.spec import Cell
 from benchmarks.zoo import build_model
 from methods import get_method
 
-FORMATS = ("pt", "torchscript")
+FORMATS = ("pt", "torchscript", "onnx")
+SUFFIX = {"pt": "pt", "torchscript": "ts", "onnx": "onnx"}
 METADATA_KEYS = ("method", "arch", "dataset", "regime", "granularity", "target_sparsity", "sparsity",
                  "unit_sparsity", "seed", "test_acc", "val_acc", "flops", "bytes_ticket")
 
@@ -83,10 +86,12 @@ def export_ticket(folder: Path, cell_id: str, fmt: str = "pt", out: Path | None 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     model, meta = rebuild(folder, cell_id)
-    path = out or folder / "exports" / f"{meta['cell']}.{'ts' if fmt == 'torchscript' else 'pt'}"
+    path = out or folder / "exports" / f"{meta['cell']}.{SUFFIX[fmt]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "pt":
         torch.save({"model": model, "metadata": meta}, path)
+    elif fmt == "onnx":
+        export_onnx(model, meta, path)
     else:
         example = torch.zeros(1, *meta["input_shape"])
         with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export, still the portable file
@@ -96,12 +101,32 @@ def export_ticket(folder: Path, cell_id: str, fmt: str = "pt", out: Path | None 
     return path
 
 
+def export_onnx(model: nn.Module, meta: dict[str, Any], path: Path) -> None:
+    """The ticket as an ONNX graph with inputs ``input`` (any batch size) and outputs ``logits``."""
+    try:
+        import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
+    except ImportError:
+        raise UserError("--format onnx needs the onnx extra: pip install -e '.[onnx]'") from None
+    import contextlib
+    import io
+
+    example = torch.zeros(2, *meta["input_shape"])
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (example,), dynamo=True, input_names=["input"], output_names=["logits"],
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program.model.metadata_props["ticketbench"] = json.dumps(meta, default=str)
+    program.save(str(path))
+
+
 def load_ticket(path: str | Path) -> nn.Module:
     """An exported ticket as a module in eval mode; its metadata (cell settings, accuracy, sparsity) is in the
     module's ``ticket_metadata`` attribute."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no ticket file at {path}")
+    if path.suffix == ".onnx":
+        raise UserError(f"{path} is an ONNX graph: run it with an ONNX runtime (onnxruntime.InferenceSession)")
     if path.suffix == ".ts":
         files = {"metadata.json": ""}
         with warnings.catch_warnings():

@@ -10,6 +10,7 @@ import torch
 from benchmarks import load_ticket
 from benchmarks.cli import main
 from benchmarks.data import load_dataset
+from benchmarks.errors import UserError
 from benchmarks.trainer import evaluate
 from tests.conftest import mnist_root
 
@@ -47,6 +48,35 @@ def test_exported_ticket_reproduces_its_rows_accuracy(finished, method, fmt, tmp
         weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
         kept = sum(int((w != 0).sum()) for w in weights)
         assert kept == row.kept_weights and not any(hasattr(m, "parametrizations") for m in model.modules())
+
+
+@pytest.mark.parametrize("method", ["edgepopup", "magnitude"])
+def test_onnx_export_runs_in_onnxruntime_as_the_ticket_does(finished, method, tmp_path, capsys):
+    """The ONNX file, run by onnxruntime on real test images at two batch sizes, gives the PyTorch ticket's
+    logits (strong: frozen weights redrawn from the seed; weak: trained weights), and carries the metadata."""
+    import json
+
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    out, runs, splits = finished
+    row = runs[runs.method == method].iloc[0]
+    pt, path = tmp_path / "t.pt", tmp_path / "t.onnx"
+    assert main(["export", str(out), "--cell", row.cell, "--out", str(pt)]) == 0
+    assert main(["export", str(out), "--cell", row.cell, "--format", "onnx", "--out", str(path)]) == 0
+    model = load_ticket(pt)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = splits.transform(splits.test.tensors[0][:300])
+    for batch in (x[:1], x):
+        (got,) = session.run(["logits"], {"input": batch.numpy()})
+        with torch.no_grad():
+            want = model(batch).numpy()
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4
+    meta = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["ticketbench"])
+    assert meta["cell"] == row.cell and float(meta["test_acc"]) == row.test_acc
+    with pytest.raises(UserError, match="ONNX graph"):
+        load_ticket(path)
 
 
 def test_export_errors_are_one_line(finished, capsys):
