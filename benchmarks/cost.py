@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from methods import Pruner
-from methods.base import SparsityReport
+from methods.sparsity import SparsityReport
 
 SEED_BYTES = 8
 

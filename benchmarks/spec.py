@@ -22,7 +22,8 @@ from benchmarks.errors import UserError
 from benchmarks.recipe import Recipe
 from benchmarks.zoo import ACTIVATIONS
 from methods import METHODS, get_method
-from methods.base import REGIMES, identity, later, without_later_defaults
+from methods.base import REGIMES
+from methods.hparams import identity, later, without_later_defaults
 from methods.init import WEIGHT_INITS
 from methods.sanity import SANITY
 

@@ -28,7 +28,7 @@ from benchmarks.cell import CellResult, sanity_parent
 from benchmarks.spec import Cell, SweepSpec
 from benchmarks.trainer import resolve_device
 from benchmarks.zoo import MODELS, build_model
-from methods.base import prunable_modules
+from methods.mask import prunable_modules
 
 
 def write_cell(out: Path, result: CellResult, replace: bool = False) -> None:

@@ -1,6 +1,9 @@
 """Mask-search methods behind one `Pruner` interface, found by name through the registry."""
 
-from methods.base import Granularity, Hparams, Mask, Pruner, SparsityReport, prunable_modules
+from methods.base import Granularity, Pruner
+from methods.hparams import Hparams
+from methods.mask import Mask, prunable_modules
+from methods.sparsity import SparsityReport
 from methods.registry import METHODS, get_method, register
 
 # One line per method.

@@ -1,232 +1,29 @@
-"""The `Pruner` interface shared by every method, and the mask parametrization it builds on.
+"""The `Pruner` interface shared by every method: its life cycle, driven by the trainer, over the mask
+parametrization of `methods.mask`, with sparsity accounting from `methods.sparsity`.
 
-A pruner attaches one `Mask` parametrization (``torch.nn.utils.parametrize``) to the weight of every
-prunable module, so any torchvision or timm model runs unchanged. A method subclasses `Mask`
-(what the mask is during search) and `Pruner` (its optimiser, penalty and schedules).
-
-Sparsity vocabulary follows ``shared/specs/README.md``: sparsity is the fraction of prunable weights
-(Linear and Conv weights; biases and norms are never counted) that the final binary mask removes.
+A pruner attaches one `Mask` parametrization to the weight of every prunable module. A method subclasses
+`Mask` (what the mask is during search) and `Pruner` (its optimiser, penalty and schedules).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field, fields
+from abc import ABC
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from methods.hparams import Hparams
 from methods.init import DEFAULT_WEIGHT_INIT, init_weight
+from methods.mask import FixedMask, Mask, prunable_modules
+from methods.sparsity import LayerSparsity, SparsityReport, remove_dead_columns, topk_mask
 
 Granularity = Literal["unstructured", "structured"]
 Regime = Literal["strong", "weak", "joint"]
 REGIMES: tuple[str, ...] = ("strong", "weak", "joint")
-PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def prunable_modules(model: nn.Module, exclude: tuple[str, ...] = ()) -> list[tuple[str, nn.Module]]:
-    """Every Linear/Conv module of `model` whose name matches none of the `exclude` glob patterns."""
-    return [
-        (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, PRUNABLE_TYPES) and not any(fnmatch.fnmatchcase(name, p) for p in exclude)
-    ]
-
-
-class Mask(nn.Module):
-    """Parametrization ``W -> W * mask``.
-
-    During search (``training=True``) the subclass's `search_mask` decides the (possibly relaxed)
-    mask. In evaluation the mask is always binary: the frozen final mask once `freeze` was called,
-    else the method's current `binary_mask`. ``structured`` masks have one entry per output unit and
-    are broadcast over the rest of the weight.
-    """
-
-    def __init__(self, weight: Tensor, structured: bool) -> None:
-        super().__init__()
-        self.structured = structured
-        self.weight_shape = tuple(weight.shape)
-        self.bypass = False  # True: the mask is open (the dense network), see `Pruner.masks_open`
-        self.register_buffer("final", None)
-        self._cast: tuple[tuple[Tensor, int, torch.dtype], Tensor | None] | None = None  # see `_frozen`
-
-    @property
-    def mask_shape(self) -> tuple[int, ...]:
-        return (self.weight_shape[0],) if self.structured else self.weight_shape
-
-    def _broadcast(self, m: Tensor) -> Tensor:
-        return m.view(-1, *([1] * (len(self.weight_shape) - 1))) if self.structured else m
-
-    @abstractmethod
-    def search_mask(self) -> Tensor:
-        """The mask used in a training forward pass (float, differentiable w.r.t. the method's params)."""
-
-    @abstractmethod
-    def binary_mask(self) -> Tensor:
-        """The current binary mask (bool, shape `mask_shape`)."""
-
-    @abstractmethod
-    def scores(self) -> Tensor:
-        """A detached score per mask entry, larger = more important (used for exact projections)."""
-
-    def freeze(self, mask: Tensor) -> None:
-        self.final = mask.to(torch.bool)
-
-    def current_mask(self) -> Tensor:
-        return self.final if self.final is not None else self.binary_mask()
-
-    @torch.compiler.disable  # eager under torch.compile: `mask_grad` reads per-step state (armed penalties)
-    def forward(self, weight: Tensor) -> Tensor:
-        if self.bypass:
-            return weight
-        if self.final is not None:
-            m = self._frozen(weight.dtype)
-            return weight if m is None else weight * m
-        if self.training:
-            return self.search_forward(weight)
-        return weight * self._broadcast(self.binary_mask()).to(weight.dtype)
-
-    def _frozen(self, dtype: torch.dtype) -> Tensor | None:
-        """The frozen mask broadcast and cast to `dtype`, or None when it keeps every weight; cached until
-        `final` is replaced or written to (the check that it is all ones syncs once per change)."""
-        key = self._cast[0] if self._cast is not None else None
-        if key is None or key[0] is not self.final or key[1] != self.final._version or key[2] != dtype:
-            keep_all = bool(self.final.all())
-            cast = None if keep_all else self._broadcast(self.final).to(dtype)
-            self._cast = ((self.final, self.final._version, dtype), cast)
-        return self._cast[1]
-
-    def search_forward(self, weight: Tensor) -> Tensor:
-        """The weight as the search sees it: ``weight * search_mask()``. A method makes it one autograd node
-        (`MaskedWeight`) by overriding this and defining `mask_grad`."""
-        return weight * self._broadcast(self.search_mask()).to(weight.dtype)
-
-    def mask_grad(self, grad_m: Tensor, m: Tensor) -> Tensor:
-        """dL/d(mask parameter) from dL/dm, for a mask `m` built by `MaskedWeight` (may work in place),
-        plus the gradient of any penalty armed by `Pruner.penalty` since the last backward."""
-        raise NotImplementedError
-
-
-class MaskedWeight(torch.autograd.Function):
-    """``weight * m`` as one autograd node, for a mask `m` computed without autograd from `param`.
-
-    Autograd would record every element-wise step of the mask and replay each one backwards; here the
-    backward is ``dL/dW = g m`` and ``dL/dparam = mask.mask_grad(sum over each entry's weights of g W, m)``,
-    one or two passes. Usage: ``MaskedWeight.apply(weight, param, m, mask)``.
-    """
-
-    @staticmethod
-    def forward(ctx, weight: Tensor, param: Tensor, m: Tensor, mask: Mask) -> Tensor:
-        ctx.save_for_backward(weight, m)
-        ctx.mask = mask
-        return weight * mask._broadcast(m).to(weight.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        weight, m = ctx.saved_tensors
-        mb = ctx.mask._broadcast(m)
-        # A Linear layer's weight gradient arrives transposed in memory; writing the products in the
-        # weight's own layout costs one strided pass here instead of one in every later element-wise op
-        grad_w = torch.mul(grad, mb, out=torch.empty_like(weight)) if ctx.needs_input_grad[0] else None
-        grad_m = torch.mul(grad, weight, out=torch.empty_like(weight)).sum_to_size(mb.shape).view(m.shape)
-        return grad_w, ctx.mask.mask_grad(grad_m, m), None, None
-
-
-class OpenMask(Mask):
-    """A mask that is all ones until `freeze` sets it (one-shot methods, dense, fixed layers)."""
-
-    def __init__(self, weight: Tensor, structured: bool) -> None:
-        super().__init__(weight, structured)
-        self.freeze(torch.ones(self.mask_shape, dtype=torch.bool, device=weight.device))
-
-    def search_mask(self) -> Tensor:
-        return self.final
-
-    def binary_mask(self) -> Tensor:
-        return self.final
-
-    def scores(self) -> Tensor:
-        return self.final.float()
-
-
-class FixedMask(OpenMask):
-    """An all-ones mask: the structured classifier, whose output units are the classes, is never gated."""
-
-    def __init__(self, weight: Tensor) -> None:
-        super().__init__(weight, structured=True)
-
-
-@dataclass
-class LayerSparsity:
-    name: str
-    shape: tuple[int, ...]
-    weights: int
-    kept: int
-    units: int | None = None
-    units_kept: int | None = None
-
-    @property
-    def sparsity(self) -> float:
-        return 1.0 - self.kept / self.weights
-
-
-@dataclass
-class SparsityReport:
-    layers: list[LayerSparsity] = field(default_factory=list)
-
-    @property
-    def weights(self) -> int:
-        return sum(layer.weights for layer in self.layers)
-
-    @property
-    def kept(self) -> int:
-        return sum(layer.kept for layer in self.layers)
-
-    @property
-    def sparsity(self) -> float:
-        return 1.0 - self.kept / self.weights if self.weights else 0.0
-
-    @property
-    def collapsed(self) -> list[str]:
-        """Layers with every weight pruned (layer collapse: the network is cut)."""
-        return [layer.name for layer in self.layers if layer.kept == 0]
-
-    @property
-    def unit_sparsity(self) -> float | None:
-        gated = [layer for layer in self.layers if layer.units is not None]
-        if not gated:
-            return None
-        return 1.0 - sum(layer.units_kept for layer in gated) / sum(layer.units for layer in gated)
-
-
-def later(default: Any) -> Any:
-    """Declare a dataclass field added after results were published: cell ids omit it while it holds its
-    default, so old results keep their ids (every field of a `Hparams` or `Cell` added from now on uses it)."""
-    return field(default=default, metadata={"omit_if_default": True})
-
-
-def without_later_defaults(settings: dict[str, Any], cls: Any) -> dict[str, Any]:
-    """`settings` (field -> value of dataclass `cls`) as they enter a cell id: `later` fields at their
-    default are left out."""
-    omit = {f.name: f.default for f in fields(cls) if f.metadata.get("omit_if_default")}
-    return {k: v for k, v in settings.items() if k not in omit or v != omit[k]}
-
-
-def identity(obj: Any) -> dict[str, Any]:
-    """A dataclass's settings as they enter a cell id: every field, except `later` ones at their default."""
-    return without_later_defaults({f.name: getattr(obj, f.name) for f in fields(obj)}, type(obj))
-
-
-@dataclass
-class Hparams:
-    """Base for a method's hyperparameters: a typed dataclass that is the single source of truth."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -499,52 +296,3 @@ class Pruner(ABC):
             with torch.no_grad():
                 module.weight.mul_(masks[name].to(module.weight.device, module.weight.dtype))
         return self.model
-
-
-def topk_mask(x: Tensor, k: int) -> Tensor:
-    """Boolean mask of exactly the `k` largest entries of a 1-D tensor (exact count, ties included)."""
-    keep = torch.zeros(x.numel(), dtype=torch.bool, device=x.device)
-    keep[torch.topk(x.float(), k, sorted=False).indices] = True
-    return keep
-
-
-def kth_largest(x: Tensor, k: int) -> Tensor:
-    """The k-th largest value of a 1-D tensor, by selection (no full sort)."""
-    return torch.kthvalue(x, x.numel() - k + 1).values
-
-
-def chained_inputs(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> dict[str, str]:
-    """Map each prunable module to the prunable module that feeds it, where that is certain.
-
-    Only models that are one `nn.Sequential` of prunable layers separated by shape-preserving
-    element-wise modules (activations, pooling, dropout, flatten) qualify; for anything else
-    (residual nets, transformers) the map is empty and structured sparsity counts rows only.
-    """
-    if not isinstance(model, nn.Sequential):
-        return {}
-    passthrough = (nn.ReLU, nn.Flatten, nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Identity, nn.BatchNorm1d,
-                   nn.BatchNorm2d, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.PReLU)
-    names = {id(m): n for n, m in layers}
-    feeds, prev = {}, None
-    for child in model.children():
-        if id(child) in names:
-            if prev is not None:
-                feeds[names[id(child)]] = prev
-            prev = names[id(child)]
-        elif not isinstance(child, passthrough):
-            return {}
-    return feeds
-
-
-def remove_dead_columns(model: nn.Module, layers: list[tuple[str, nn.Module]], masks: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Zero the input columns of each layer whose feeding unit is gated off (structured accounting)."""
-    out = dict(masks)
-    for name, src in chained_inputs(model, layers).items():
-        alive = out[src].flatten(1).any(dim=1)  # units of the feeding layer with any weight kept
-        m = out[name]
-        per_unit = m.shape[1] // alive.numel()  # >1 after flattening conv channels into features
-        col = alive.repeat_interleave(per_unit) if per_unit > 0 else alive
-        if col.numel() != m.shape[1]:
-            continue
-        out[name] = m & col.view(1, -1, *([1] * (m.dim() - 2)))
-    return out

@@ -31,7 +31,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods.base import Mask, MaskedWeight, Pruner, later
+from methods.base import Pruner
+from methods.hparams import later
+from methods.mask import Mask, MaskedWeight
 from methods.schedules import REFERENCE_STEPS, lr_schedule, per_search_lr
 from methods.target import TargetControlled, TargetHparams
 

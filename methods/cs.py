@@ -52,7 +52,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods.base import Mask, MaskedWeight, Pruner, kth_largest
+from methods.base import Pruner
+from methods.mask import Mask, MaskedWeight
+from methods.sparsity import kth_largest
 from methods.schedules import REFERENCE_STEPS, lr_schedule, per_search_lr
 from methods.target import TargetControlled, TargetHparams
 

@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from methods.base import Hparams, Mask, MaskedWeight, Pruner, SearchContext
+from methods.base import Pruner, SearchContext
+from methods.hparams import Hparams
+from methods.mask import Mask, MaskedWeight
 from methods.schedules import REFERENCE_STEPS, lr_schedule, per_search_lr
 
 OBJECTIVES = ("auto", "reverse_kl", "ce")

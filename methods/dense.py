@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from methods.base import Hparams, Pruner
+from methods.base import Pruner
+from methods.hparams import Hparams
 from methods.pai import OneShotMask
 
 

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods.base import Hparams, Mask, MaskedWeight, Pruner, kth_largest
+from methods.base import Pruner
+from methods.hparams import Hparams
+from methods.mask import Mask, MaskedWeight
+from methods.sparsity import kth_largest
 from methods.schedules import lr_schedule
 
 

@@ -24,7 +24,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from methods.base import Hparams, Mask, Pruner, topk_mask
+from methods.base import Pruner
+from methods.hparams import Hparams
+from methods.mask import Mask
+from methods.sparsity import topk_mask
 
 
 @dataclass

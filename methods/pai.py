@@ -12,7 +12,9 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
-from methods.base import Hparams, OpenMask, Pruner, SearchContext
+from methods.base import Pruner, SearchContext
+from methods.hparams import Hparams
+from methods.mask import OpenMask
 
 SCOPES = ("global", "layerwise")
 

@@ -27,7 +27,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from methods.base import Hparams
+from methods.hparams import Hparams
 
 TARGET_MODES = ("dual+project", "dual", "project", "none")
 BAND = 0.1  # a density off its target by this fraction of it moves log lambda at the full rate

@@ -48,3 +48,15 @@ def test_no_import_cycle():
         if module not in state:
             visit(module)
     assert "benchmarks.cell" in graph["benchmarks.executors"] and "benchmarks.executors" in graph["benchmarks.sweep"]
+
+
+ONE_CONCEPT = {"benchmarks.trainer": "the phases of one cell", "benchmarks.spec": "a sweep's settings and cells"}
+
+
+def test_modules_stay_small_unless_one_concept():
+    """No module above about 300 lines except the few that are one concept each (named here)."""
+    sizes = {".".join(p.relative_to(REPO).with_suffix("").parts): len(p.read_text().splitlines())
+             for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py") if "perf" not in p.parts}
+    large = {m: n for m, n in sizes.items() if n > 320 and m not in ONE_CONCEPT}
+    assert not large, f"split by concern (or name the one concept in ONE_CONCEPT): {large}"
+    assert sizes["methods.base"] <= 320  # the Pruner alone; masks, accounting and hparams have their own modules

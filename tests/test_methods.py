@@ -12,7 +12,8 @@ from torch.nn.utils import parametrize
 
 from benchmarks.zoo import build_model
 from methods import METHODS, get_method
-from methods.base import Mask, kth_largest
+from methods.mask import Mask
+from methods.sparsity import kth_largest
 from methods.edgepopup import BandedThreshold
 from methods.init import init_weight
 

@@ -16,7 +16,7 @@ from benchmarks.cli import main
 from benchmarks.results import append_rows, read_rows
 from benchmarks.spec import Cell
 from methods import METHODS
-from methods.base import later
+from methods.hparams import later
 
 SYNTH = ["run", "--arch", "lenet300", "--dataset", "synthetic", "--epochs", "1", "--batch-size", "64",
          "--no-progress"]
