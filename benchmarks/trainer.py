@@ -244,24 +244,21 @@ class CellRun:
     # -- checkpoints ------------------------------------------------------------------------------
     def _state(self, phase: str, epoch: int, opt: torch.optim.Optimizer, sched: Any) -> dict[str, Any]:
         return {"phase": phase, "epoch": epoch, "model": self.model.state_dict(),
-                "finals": {n: m.final for n, _, m in self.pruner.mask_modules()},
+                "pruner": self.pruner.state_dict(),
                 "opt": opt.state_dict(), "sched": sched.state_dict() if sched is not None else None,
-                "pruner": self.pruner.extra_state(), "rewind": self.pruner.rewind_state(),
                 "rng": torch.get_rng_state(), "shuffle": self.shuffle.get_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
                 "curves": self.curves, "elapsed": self.elapsed, "search_origin": self.search_origin,
                 "projection": self.projection, "wall": self.wall_before + time.time() - self.started}
 
     def _restore(self, state: dict[str, Any], opt: torch.optim.Optimizer, sched: Any) -> None:
-        for name, _, mask in self.pruner.mask_modules():
-            final = state["finals"][name]
-            mask.final = None if final is None else final.to(self.device)
+        pruner = state["pruner"] if "finals" not in state else {  # a checkpoint written before Pruner.state_dict
+            "finals": state["finals"], "rewind": state["rewind"], "extra": state["pruner"]}
+        self.pruner.load_state_dict(pruner)
         self.model.load_state_dict(state["model"], strict=False)
         opt.load_state_dict(state["opt"])
         if sched is not None:
             sched.load_state_dict(state["sched"])
-        self.pruner.load_extra_state(state["pruner"])
-        self.pruner._rewind = {k: v.to(self.device) for k, v in state["rewind"].items()}
         torch.set_rng_state(state["rng"])
         self.shuffle.set_state(state["shuffle"])
         if state["cuda_rng"] is not None:

@@ -157,6 +157,22 @@ class Pruner(ABC):
     def rewind_state(self) -> dict[str, Tensor]:
         return self._rewind
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything of the pruner that the model's own state_dict lacks: the frozen final masks, the rewind
+        point and the method's `extra_state` (dual variables, temperatures, rounds). With the model's
+        state_dict it is a checkpoint of the search."""
+        return {"finals": {name: mask.final for name, _, mask in self.mask_modules()}, "rewind": self._rewind,
+                "extra": self.extra_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`; call it before loading the model's state_dict (the final masks are buffers
+        that only exist once set)."""
+        for name, _, mask in self.mask_modules():
+            final = state["finals"][name]
+            mask.final = None if final is None else final.to(self.device)
+        self._rewind = {k: v.to(self.device) for k, v in state["rewind"].items()}
+        self.load_extra_state(state["extra"])
+
     @contextlib.contextmanager
     def masks_open(self) -> Iterator[None]:
         """Run the model as the dense network (every mask passes the weight through)."""
