@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 from benchmarks.errors import UserError
 from benchmarks.recipe import Recipe
+from benchmarks.settings import add_flags, csv_list
 from benchmarks.plugins import load_plugins
 
 EPILOG = """examples:
@@ -22,22 +22,14 @@ mask; structured CRBG targets the fraction of gated units and reports both. Data
 --data-root, else $TICKETBENCH_DATA, else ./data (MNIST from DATA/MNIST/raw/*-ubyte[.gz])."""
 
 
-def csv_list(kind: type):
-    def parse(text: str) -> list:
-        try:
-            return [kind(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
-
-    return parse
-
-
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit code 2
         raise UserError(message)
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(command: str | None = "run") -> argparse.ArgumentParser:
+    """The `bench` parser. The run command's flags come from `SweepSpec`'s fields, whose module imports torch:
+    they are added only when `command` is run (`bench status` must start without torch)."""
     p = Parser(prog="bench", description="ticketbench: compare sparse-subnetwork (lottery ticket) methods.",
                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -45,70 +37,14 @@ def make_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a sweep of methods x archs x datasets x sparsities x seeds",
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     run.add_argument("--config", type=Path, help="YAML file with any of the settings below (flags override it)")
-    run.add_argument("--methods", type=csv_list(str), help="comma-separated methods (default crbg,edgepopup)")
-    run.add_argument("--arch", type=csv_list(str), help="comma-separated architectures (default lenet300)")
-    run.add_argument("--dataset", type=csv_list(str), help="comma-separated datasets (default mnist)")
-    run.add_argument("--sparsity", type=csv_list(float), help="target sparsities in (0, 1) (default 0.5,0.8,0.9)")
-    run.add_argument("--seeds", type=csv_list(int), help="seeds (default 0)")
-    run.add_argument("--granularity", type=csv_list(str),
-                     help="unstructured and/or structured (default unstructured); methods skip what they lack")
-    run.add_argument("--regime", choices=["strong", "weak", "joint"],
-                     help="strong (default): weights frozen at init, only the mask is found and evaluated; "
-                          "weak (lottery ticket): the mask is found, then its surviving weights are trained "
-                          "from init (or the method's rewind point) with the --train-* recipe; joint: weights "
-                          "and mask are trained together in the search (the recipe for the weights), the binary "
-                          "mask is evaluated, no retraining (methods with a search loop)")
-    run.add_argument("--epochs", type=int, help="search epochs per cell (default 10)")
-    run.add_argument("--train-epochs", dest="train_epochs", type=int,
-                     help="weight-training epochs after the search in the weak regime, and for dense "
-                          "(default: --epochs)")
-    run.add_argument("--sanity", action="store_true", default=None,
-                     help="add sanity-check cells for every mask: random (same layer sparsities), shuffle "
-                          "(within each unit), reinit (same mask, new weights); checks resume from their "
-                          "parent's finished search instead of repeating it")
-    run.add_argument("--batch-size", dest="batch_size", type=int, help="batch size (default 128)")
-    run.add_argument("--train-size", dest="train_size", type=int,
-                     help="train on a fixed random subset of N training examples, the same for every cell and "
-                          "seed (validation and test untouched; part of the cell id; default 0: all)")
-    run.add_argument("--amp", action="store_true", default=None,
-                     help="bf16 autocast in training steps (part of the cell's identity; evaluation in fp32)")
-    run.add_argument("--compile", action="store_true", default=None,
-                     help="torch.compile the training forward (first epoch pays the compilation)")
-    run.add_argument("--measure-latency", dest="measure_latency", action="store_true", default=None,
-                     help="time one forward pass of the dense model and of the ticket (dense weights with zeros; "
-                          "Linear layers as torch.sparse CSR) on the CPU, batch 1 and 64, median of 30 after "
-                          "warm-up: columns latency_ms_<form>_b<batch> (not part of the cell id)")
-    run.add_argument("--weight-init", dest="weight_init",
-                     help="initial weights: auto (default: strong regime midscaled_signed_constant for crbg, cs and "
-                          "cts, scaled_signed_constant for edgepopup and kaiming_normal for dense and the "
-                          "pruning-at-init baselines; weak regime "
-                          "kaiming_normal for all), signed_constant, "
-                          "kaiming_normal, uniform, scaled_signed_constant, scaled_kaiming_normal, "
-                          "scaled_uniform, midscaled_signed_constant, midscaled_kaiming_normal, midscaled_uniform, "
-                          "keep (scaled: fan_in x density; midscaled: fan_in x sqrt(density))")
-    run.add_argument("--activation", choices=["relu", "prelu", "leaky"],
-                     help="nonlinearity replacing the model's nn.ReLU modules (classic nets and torchvision "
-                          "ResNets): relu (default), prelu (PReLU, slope 0.25 at init, trained with the weights), "
-                          "leaky (LeakyReLU 0.01); part of the cell id")
-    run.add_argument("--exclude", type=csv_list(str), help="glob patterns of module names never masked")
-    run.add_argument("--val-size", dest="val_size", type=float,
-                     help="fraction of the training split held out for validation, a fixed split (default 0.1)")
-    for f in dataclasses.fields(Recipe):  # the weight-training recipe: --train-<field>, YAML `train: {field: value}`
-        run.add_argument(f"--train-{f.name.replace('_', '-')}", dest=f"train.{f.name}", type=type(f.default),
-                         metavar=None if f.metadata["choices"] else f.name.upper(),
-                         choices=f.metadata["choices"], help=f"{f.metadata['help']} (default {f.default})")
-    run.add_argument("--tuned", metavar="DIR",
-                     help="run each cell with the best configuration `bench tune` found for its method, arch, "
-                          "dataset, granularity, regime, weight init, activation and target (DIR/tuned.yaml); cells "
-                          "without one use the defaults; "
-                          "rows record tuned=study:trial or default, and reports show the two as separate series")
+    if command == "run":
+        from benchmarks.spec import SweepSpec
+
+        add_flags(run, SweepSpec)  # one flag per setting field: --methods, --sparsity, --train-size, ...
+        add_flags(run, Recipe, prefix="train-", dest_prefix="train.")  # the weight-training recipe, YAML `train:`
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                      help="override a method hyperparameter, e.g. crbg.lr=0.02 (repeatable); a comma-separated list is a "
                           "grid axis: crbg.lam=0.1,1,10")
-    run.add_argument("--device", help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
-    run.add_argument("--data-root", dest="data_root", help="dataset folder (default $TICKETBENCH_DATA or ./data)")
-    run.add_argument("--out", help="output folder (default results/<arch>_<dataset>)")
-    run.add_argument("--name", help="name of the run folder under results/ when --out is not given")
     run.add_argument("--workers", type=int, default=1,
                      help="cells at once on this machine (worker processes; one GPU each where there are GPUs)")
     run.add_argument("--executor", default="local", choices=["local", "ray"],
@@ -134,7 +70,6 @@ def make_parser() -> argparse.ArgumentParser:
                           "crbg; the first series when it is absent)")
 
     tune = sub.add_parser("tune", help="tune methods' hyperparameters with Optuna, equal budgets (validation only)",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                           description="Optuna search over each method's declared space, one study per (method, "
                                       "target), every study with the same trials and epochs. Objective: validation "
                                       "accuracy subject to achieved sparsity >= target, with per-epoch reports and "
@@ -143,31 +78,10 @@ def make_parser() -> argparse.ArgumentParser:
                                       "with one --storage URL to share the studies. The test set is never used.")
     tune.add_argument("--methods", "--method", dest="methods", type=csv_list(str), required=True,
                       help="comma-separated methods to tune, e.g. crbg,edgepopup,cs,cts")
-    tune.add_argument("--arch", default="lenet300", help="architecture")
-    tune.add_argument("--dataset", default="mnist", help="dataset")
-    tune.add_argument("--sparsity", type=csv_list(float), default=[0.9], help="target sparsities, one study each")
-    tune.add_argument("--granularity", default="unstructured", help="unstructured or structured")
-    tune.add_argument("--regime", default="strong", choices=["strong", "weak", "joint"],
-                      help="the regime every trial runs in, as bench run --regime (weak: the objective is the "
-                           "trained ticket's validation accuracy)")
-    tune.add_argument("--weight-init", dest="weight_init", default="auto", help="initial weights, as bench run")
-    tune.add_argument("--activation", default="relu", choices=["relu", "prelu", "leaky"], help="as bench run")
-    tune.add_argument("--trials", type=int, default=20, help="trials per study run by this worker")
-    tune.add_argument("--budget-epochs", dest="budget_epochs", type=int, default=3, help="search epochs per trial")
-    tune.add_argument("--train-size", dest="train_size", type=int, default=0,
-                      help="train on a fixed subset of N examples (0: all), as bench run --train-size")
-    tune.add_argument("--objective", default="constrained", choices=["constrained", "pareto"], help="what to maximise")
-    tune.add_argument("--storage", help="Optuna RDB URL, e.g. postgresql://user@host/db (default SQLite in --out)")
-    tune.add_argument("--study", help="study name, for one method and one target (default from method, arch, "
-                                      "dataset, target, objective)")
-    tune.add_argument("--seed", type=int, default=0, help="the seed every trial uses")
-    tune.add_argument("--batch-size", dest="batch_size", type=int, default=128, help="batch size")
-    tune.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    tune.add_argument("--data-root", dest="data_root", help="dataset folder (default $TICKETBENCH_DATA or ./data)")
-    tune.add_argument("--out", help="output folder (default results/tune_<study> for one study, else "
-                                    "results/tune_<arch>_<dataset>)")
-    tune.add_argument("--heartbeat", type=int, default=30,
-                      help="seconds between trial heartbeats; a trial silent for twice that is marked failed")
+    if command == "tune":
+        from benchmarks.tune import TuneSpec
+
+        add_flags(tune, TuneSpec, defaults=True)  # one flag per setting field
 
     stat = sub.add_parser("status", help="cells done, running, failed and remaining in a result folder")
     stat.add_argument("folder", type=Path)
@@ -189,13 +103,12 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from benchmarks.settings import flag_fields
     from benchmarks.spec import SweepSpec, load_yaml, parse_sets
     from benchmarks.summary import summary_table
     from benchmarks.sweep import run_sweep
 
-    flags = {k: getattr(args, k) for k in ("methods", "arch", "dataset", "sparsity", "seeds", "granularity",
-                                           "regime", "epochs", "train_epochs", "sanity", "amp", "compile", "measure_latency", "batch_size", "train_size", "tuned", "weight_init", "activation", "exclude", "device",
-                                           "data_root", "out", "name", "val_size")}
+    flags = {f.name: getattr(args, f.name) for f in flag_fields(SweepSpec)}
     flags["hparams"] = parse_sets(args.sets)
     flags["train"] = {k.removeprefix("train."): v for k, v in vars(args).items() if k.startswith("train.") and v is not None}
     spec = SweepSpec.from_sources(args.config, flags)
@@ -279,7 +192,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         load_plugins()
-        args = make_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else argv
+        args = make_parser(argv[0] if argv else None).parse_args(argv)
         commands = {"run": cmd_run, "tune": cmd_tune, "report": cmd_report, "status": cmd_status, "export": cmd_export,
                     "list": cmd_list}
         return commands[args.command](args)

@@ -12,30 +12,28 @@ Adam's default beta1).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
+
+from benchmarks.settings import setting
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 TRAIN_SCHEDULES = ("cosine", "constant", "step")
 DEFAULT_LR = 0.1
 
 
-def _setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices})
-
-
 @dataclass(frozen=True)
 class Recipe:
     """How weights are trained. `lr` 0 stands for the architecture's own rate (`register_model(train_lr=)`)."""
 
-    optimizer: str = _setting("sgd", "weight-training optimiser (nesterov: SGD with Nesterov momentum)", OPTIMIZERS)
-    lr: float = _setting(0.0, "weight-training learning rate; 0: the architecture's own (0.1; Conv-N 0.01)")
-    momentum: float = _setting(0.9, "SGD momentum, or Adam's beta1")
-    weight_decay: float = _setting(1e-4, "weight decay (decoupled for adamw)")
-    schedule: str = _setting("cosine", "learning-rate schedule after the warm-up", TRAIN_SCHEDULES)
-    milestones: str = _setting("0.5,0.75", "step schedule: fractions of training where the rate is multiplied by gamma")
-    gamma: float = _setting(0.1, "step schedule: the factor at each milestone")
-    warmup_epochs: int = _setting(0, "epochs of linear warm-up from 0 to the rate")
+    optimizer: str = setting("sgd", "weight-training optimiser (nesterov: SGD with Nesterov momentum)", OPTIMIZERS)
+    lr: float = setting(0.0, "weight-training learning rate; 0: the architecture's own (0.1; Conv-N 0.01)")
+    momentum: float = setting(0.9, "SGD momentum, or Adam's beta1")
+    weight_decay: float = setting(1e-4, "weight decay (decoupled for adamw)")
+    schedule: str = setting("cosine", "learning-rate schedule after the warm-up", TRAIN_SCHEDULES)
+    milestones: str = setting("0.5,0.75", "step schedule: fractions of training where the rate is multiplied by gamma")
+    gamma: float = setting(0.1, "step schedule: the factor at each milestone")
+    warmup_epochs: int = setting(0, "epochs of linear warm-up from 0 to the rate")
 
     def __post_init__(self) -> None:
         problems = []

@@ -20,6 +20,7 @@ import yaml
 
 from benchmarks.errors import UserError
 from benchmarks.recipe import Recipe
+from benchmarks.settings import setting
 from benchmarks.zoo import ACTIVATIONS
 from methods import METHODS, get_method
 from methods.base import REGIMES
@@ -158,32 +159,52 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, str]]:
 class SweepSpec:
     """Every axis of a sweep plus the run settings. Field names are the YAML keys and the flags."""
 
-    methods: list[str] = field(default_factory=lambda: ["crbg", "edgepopup"])
-    arch: list[str] = field(default_factory=lambda: ["lenet300"])
-    dataset: list[str] = field(default_factory=lambda: ["mnist"])
-    sparsity: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    granularity: list[str] = field(default_factory=lambda: ["unstructured"])
-    regime: str = "strong"
-    epochs: int = 10
-    train_epochs: int | None = None
-    sanity: bool = False
-    amp: bool = False
-    compile: bool = False
-    measure_latency: bool = False
-    batch_size: int = 128
-    weight_init: str = "auto"
-    activation: str = "relu"
-    exclude: list[str] = field(default_factory=list)
-    val_size: float = 0.1
-    train_size: int = 0
-    tuned: str | None = None
+    methods: list[str] = setting(["crbg", "edgepopup"], "comma-separated methods")
+    arch: list[str] = setting(["lenet300"], "comma-separated architectures")
+    dataset: list[str] = setting(["mnist"], "comma-separated datasets")
+    sparsity: list[float] = setting([0.5, 0.8, 0.9], "target sparsities in (0, 1)")
+    seeds: list[int] = setting([0], "seeds")
+    granularity: list[str] = setting(["unstructured"], "unstructured and/or structured; methods skip what they lack")
+    regime: str = setting("strong", "strong: weights frozen at init, only the mask is found and evaluated; weak "
+                          "(lottery ticket): the mask is found, then its surviving weights are trained from init (or "
+                          "the method's rewind point) with the --train-* recipe; joint: weights and mask are trained "
+                          "together in the search (the recipe for the weights), the binary mask is evaluated, no "
+                          "retraining (methods with a search loop)", REGIMES)
+    epochs: int = setting(10, "search epochs per cell (imp: per round)")
+    train_epochs: int | None = setting(None, "weight-training epochs after the search in the weak regime, and for "
+                                       "dense (default: --epochs)")
+    sanity: bool = setting(False, "add sanity-check cells for every mask: random (same layer sparsities), shuffle "
+                           "(within each unit), reinit (same mask, new weights); checks resume from their parent's "
+                           "finished search instead of repeating it")
+    amp: bool = setting(False, "bf16 autocast in training steps (part of the cell's identity; evaluation in fp32)")
+    compile: bool = setting(False, "torch.compile the training forward (first epoch pays the compilation)")
+    measure_latency: bool = setting(False, "time one forward pass of the dense model and of the ticket (dense "
+                                    "weights with zeros; Linear layers as torch.sparse CSR) on the CPU, batch 1 and "
+                                    "64, median of 30 after warm-up: columns latency_ms_<form>_b<batch> (not part "
+                                    "of the cell id)")
+    batch_size: int = setting(128, "batch size")
+    weight_init: str = setting("auto", "initial weights: auto (strong regime midscaled_signed_constant for crbg, cs "
+                               "and cts, scaled_signed_constant for edgepopup and kaiming_normal for dense and the "
+                               "pruning-at-init baselines; weak regime kaiming_normal for all), " + ", ".join(
+                                   WEIGHT_INITS) + " (scaled: fan_in x density; midscaled: fan_in x sqrt(density))")
+    activation: str = setting("relu", "nonlinearity replacing the model's nn.ReLU modules (classic nets and "
+                              "torchvision ResNets): relu, prelu (PReLU, slope 0.25 at init, trained with the "
+                              "weights), leaky (LeakyReLU 0.01); part of the cell id", ACTIVATIONS)
+    exclude: list[str] = setting([], "glob patterns of module names never masked")
+    val_size: float = setting(0.1, "fraction of the training split held out for validation, a fixed split")
+    train_size: int = setting(0, "train on a fixed random subset of N training examples, the same for every cell "
+                              "and seed (validation and test untouched; part of the cell id; 0: all)")
+    tuned: str | None = setting(None, "run each cell with the best configuration `bench tune` found for its method, "
+                                "arch, dataset, granularity, regime, weight init, activation and target "
+                                "(DIR/tuned.yaml); cells without one use the defaults; rows record "
+                                "tuned=study:trial or default, and reports show the two as separate series",
+                                metavar="DIR")
     train: dict[str, Any] = field(default_factory=dict)  # `Recipe` fields (flags --train-<field>)
-    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
-    device: str = "auto"
-    data_root: str | None = None
-    out: str | None = None
-    name: str | None = None
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # --set METHOD.PARAM=VALUE
+    device: str = setting("auto", "auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    data_root: str | None = setting(None, "dataset folder (default $TICKETBENCH_DATA or ./data)")
+    out: str | None = setting(None, "output folder (default results/<arch>_<dataset>)")
+    name: str | None = setting(None, "name of the run folder under results/ when --out is not given")
 
     def __post_init__(self) -> None:
         for m in self.methods:

@@ -23,6 +23,7 @@ import yaml
 
 from benchmarks.data import data_root, load_dataset
 from benchmarks.errors import UserError
+from benchmarks.settings import setting
 from benchmarks.spec import SweepSpec, manifest_key
 from benchmarks.cell import build_pruner
 from benchmarks.trainer import resolve_device, train
@@ -35,26 +36,30 @@ OBJECTIVES = ("constrained", "pareto")
 class TuneSpec:
     """One `bench tune` command: a study per (method, target), every one with the same trials and epochs."""
 
-    methods: list[str]
-    arch: str = "lenet300"
-    dataset: str = "mnist"
-    sparsity: list[float] = dataclasses.field(default_factory=lambda: [0.9])
-    trials: int = 20
-    budget_epochs: int = 3
-    objective: str = "constrained"
-    storage: str | None = None
-    study: str | None = None
-    seed: int = 0
-    granularity: str = "unstructured"
-    regime: str = "strong"
-    weight_init: str = "auto"
-    activation: str = "relu"
-    batch_size: int = 128
-    train_size: int = 0
-    device: str = "auto"
-    data_root: str | None = None
-    out: str | None = None
-    heartbeat: int = 30
+    methods: list[str]  # the flag --methods/--method is required (cli.py)
+    arch: str = setting("lenet300", "architecture")
+    dataset: str = setting("mnist", "dataset")
+    sparsity: list[float] = setting([0.9], "target sparsities, one study each")
+    trials: int = setting(20, "trials per study run by this worker")
+    budget_epochs: int = setting(3, "search epochs per trial")
+    objective: str = setting("constrained", "what to maximise: validation accuracy at sparsity >= target, or the "
+                             "(accuracy, sparsity) front with the target free", OBJECTIVES)
+    storage: str | None = setting(None, "Optuna RDB URL, e.g. postgresql://user@host/db (default SQLite in --out)")
+    study: str | None = setting(None, "study name, for one method and one target (default from method, arch, "
+                                "dataset, target, objective and any non-default regime, init, activation)")
+    seed: int = setting(0, "the seed every trial uses")
+    granularity: str = setting("unstructured", "unstructured or structured")
+    regime: str = setting("strong", "the regime every trial runs in, as bench run --regime (weak: the objective is "
+                          "the trained ticket's validation accuracy)", ("strong", "weak", "joint"))
+    weight_init: str = setting("auto", "initial weights, as bench run --weight-init")
+    activation: str = setting("relu", "as bench run --activation", ("relu", "prelu", "leaky"))
+    batch_size: int = setting(128, "batch size")
+    train_size: int = setting(0, "train on a fixed subset of N examples (0: all), as bench run --train-size")
+    device: str = setting("auto", "auto, cpu, cuda, ...")
+    data_root: str | None = setting(None, "dataset folder (default $TICKETBENCH_DATA or ./data)")
+    out: str | None = setting(None, "output folder (default results/tune_<study> for one study, else "
+                              "results/tune_<arch>_<dataset>)")
+    heartbeat: int = setting(30, "seconds between trial heartbeats; a trial silent for twice that is marked failed")
     progress: bool = False
 
     def study_name(self, method: str, target: float) -> str:
