@@ -61,6 +61,9 @@ class HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+REAL_BANDED = BandedThreshold.banded  # before the fixture pins it
+
+
 @pytest.fixture(autouse=True)
 def gpu_selection(monkeypatch):
     monkeypatch.setattr(BandedThreshold, "banded", staticmethod(lambda x: False))
@@ -81,6 +84,41 @@ def test_search_step_reads_nothing_back(method, arch, shape, amp):
         for step in range(2, 5):
             search_step(model, pruner, opt, sched, nn.CrossEntropyLoss(), x, y, step, amp=amp)
     assert not reads.seen, f"{method} reads values back to the host inside a step: {dict(reads.seen)}"
+
+
+class UnfusedAdam(torch.optim.Adam):
+    """Adam without the fused kernel, which the meta device lacks (same arithmetic)."""
+
+    def __init__(self, params, *args, fused=None, **kwargs) -> None:
+        super().__init__(params, *args, **kwargs)
+
+
+@pytest.mark.parametrize("method", SEARCHING)
+def test_search_step_reads_no_value_on_a_device(method, monkeypatch):
+    """The whole search step (`search_step`: loss, penalty, backward, optimiser, schedule, dual updates, rounds)
+    on the meta device, where tensors have no values: any read to the host, `.item()`, `.tolist()`, `.cpu()`,
+    `.numpy()`, `float()`, `if tensor:`, fails there, so this sees what the aten-op check above cannot."""
+    import contextlib
+
+    monkeypatch.setattr(torch, "autocast", lambda *args, **kwargs: contextlib.nullcontext())  # no meta autocast
+    monkeypatch.setattr(torch.optim, "Adam", UnfusedAdam)
+    torch.manual_seed(0)
+    meta = torch.device("meta")
+    model = build_model("conv2", 10, (3, 32, 32)).train()
+    pruner = get_method(method)(model, 0.9, regime=get_method(method).regimes[0])
+    model.to(meta)
+    opt, sched = pruner.optimizer(6)
+    x, y = torch.randn(8, 3, 32, 32, device=meta), torch.randint(0, 10, (8,), device=meta)
+    for step in range(6):  # imp: a round ends at step 3 (prune, rewind, restart)
+        loss = search_step(model, pruner, opt, sched, nn.CrossEntropyLoss(), x, y, step)
+    assert loss.is_meta
+
+
+def test_the_banded_threshold_is_off_on_cuda_tensors():
+    """The fixture above pins the band off, as it is on a GPU; here the predicate itself: the band (which
+    counts on the host) is tried only off CUDA."""
+    assert REAL_BANDED(SimpleNamespace(is_cuda=True)) is False
+    assert REAL_BANDED(torch.zeros(3)) is True
 
 
 def cifar_like(n_train: int) -> Splits:
