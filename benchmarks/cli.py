@@ -95,7 +95,10 @@ def make_parser(command: str | None = "run") -> argparse.ArgumentParser:
     exp.add_argument("--format", default="pt", choices=["pt", "torchscript", "onnx"],
                      help="pt (default: the pickled module, needs this package to load), torchscript (torch alone) "
                           "or onnx (for ONNX runtimes; input 'input' of any batch size, output 'logits')")
-    exp.add_argument("--out", type=Path, help="output file (default FOLDER/exports/<cell>.pt, .ts or .onnx)")
+    exp.add_argument("--slim", action="store_true",
+                     help="physically remove the units the ticket zeroed (Torch-Pruning's dependency graph; exact on "
+                          "plain chains such as lenet300 and Conv-N, refused where it would change the outputs)")
+    exp.add_argument("--out", type=Path, help="output file (default FOLDER/exports/<cell>[.slim].pt, .ts or .onnx)")
 
     lst = sub.add_parser("list", help="list the registered methods, archs or datasets, or the result columns")
     lst.add_argument("what", choices=["methods", "archs", "datasets", "columns"])
@@ -145,7 +148,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from benchmarks.export import export_ticket
 
-    path = export_ticket(args.folder, args.cell, args.format, args.out)
+    path = export_ticket(args.folder, args.cell, args.format, args.out, args.slim)
     print(f"ticket written to {path}")
     return 0
 

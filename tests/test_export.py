@@ -79,6 +79,47 @@ def test_onnx_export_runs_in_onnxruntime_as_the_ticket_does(finished, method, tm
         load_ticket(path)
 
 
+def test_slimmed_structured_ticket_is_smaller_and_computes_the_same(mnist_data_root, tmp_path, capsys):
+    """A structured CRBG ticket of lenet300 and one of conv2 lose their gated-off units physically (fewer
+    parameters, narrower layers) and give the masked ticket's outputs (max abs difference 1e-5) and its row's
+    accuracy; a ticket whose removed units would change the outputs is refused in one line."""
+    out = tmp_path / "o"
+    for arch in ("lenet300", "conv2"):
+        assert main(["run", "--methods", "crbg", "--granularity", "structured", "--sparsity", "0.5", "--epochs", "1",
+                     "--train-size", "600", "--arch", arch, "--dataset", "mnist", "--data-root", str(mnist_data_root),
+                     "--out", str(out), "--no-progress"]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    splits = load_dataset("mnist", mnist_data_root, download=False)
+    x = splits.transform(splits.test.tensors[0][:256])
+    for row in runs.itertuples():
+        masked, slimmed = tmp_path / f"{row.arch}.pt", tmp_path / f"{row.arch}.slim.pt"
+        assert main(["export", str(out), "--cell", row.cell, "--out", str(masked)]) == 0
+        assert main(["export", str(out), "--cell", row.cell, "--slim", "--out", str(slimmed)]) == 0
+        a, b = load_ticket(masked), load_ticket(slimmed)
+        meta = b.ticket_metadata
+        assert meta["slimmed"] and meta["parameters_slim"] < meta["parameters"] * 0.75, row.arch
+        first = next(m for m in b.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
+        assert first.weight.shape[0] < next(m for m in a.modules() if isinstance(m, type(first))).weight.shape[0]
+        with torch.no_grad():
+            assert (a(x) - b(x)).abs().max() <= 1e-5
+        assert evaluate(b, splits, "test", 256, torch.device("cpu")) == row.test_acc
+    capsys.readouterr()
+
+
+def test_slim_refuses_a_ticket_it_would_change(tmp_path, capsys):
+    """A BatchNorm after a removed channel still sends a constant on: the slimmed outputs would differ, so the
+    export refuses instead of writing a different network."""
+    from benchmarks.export import slim
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 26 * 26, 10, bias=False)).eval()
+    with torch.no_grad():
+        model[0].weight[1] = 0
+        model[1].running_mean.fill_(-1.0)  # the dead channel becomes (0 + 1) / std: a constant, not zero
+    with pytest.raises(UserError, match="cannot be slimmed exactly"):
+        slim(model, {"cell": "c", "arch": "a", "input_shape": [1, 28, 28]})
+
+
 def test_export_errors_are_one_line(finished, capsys):
     out, _, _ = finished
     assert main(["export", str(out), "--cell", "zzzz"]) == 2
