@@ -147,6 +147,7 @@ class ContinuousSparsification(TargetControlled, Pruner):
 
     def optimizer(self, total_steps: int):
         self.start_control(total_steps)
+        self._sample = [idx.to(m.s.device) for m, idx in zip(self._masks, self._sample)]  # where the trainer put s
         self.steps_per_round = max(1, total_steps // self.hp.rounds)
         groups = [{"params": self.mask_parameters(), "weight_decay": 0.0}]
         if self.trains_weights:
