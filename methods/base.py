@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 from methods.hparams import Hparams
 from methods.init import DEFAULT_WEIGHT_INIT, init_weight
 from methods.mask import FixedMask, Mask, prunable_modules
-from methods.sparsity import LayerSparsity, SparsityReport, remove_dead_columns, topk_mask
+from methods.sparsity import LayerSparsity, SparsityReport, keep_global, remove_dead_columns, topk_mask
 
 Granularity = Literal["unstructured", "structured"]
 Regime = Literal["strong", "weak", "joint"]
@@ -268,10 +268,8 @@ class Pruner(ABC):
         each mask's `scores()`), globally; the count is exact even where scores tie."""
         gated = self.gated()
         scores = scores if scores is not None else [mask.scores() for mask in gated]
-        flat = torch.cat([s.flatten() for s in scores])
-        keep = topk_mask(flat, max(1, round(density * flat.numel())))
-        for mask, part in zip(gated, keep.split([s.numel() for s in scores])):
-            mask.freeze(part.view(mask.mask_shape))
+        for mask, keep in zip(gated, keep_global(scores, density)):
+            mask.freeze(keep.view(mask.mask_shape))
 
     def project_layerwise(self, density: float, scores: list[Tensor] | None = None) -> None:
         """Exact projection at the same `density` in every layer."""

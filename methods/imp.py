@@ -27,7 +27,7 @@ from torch import Tensor
 from methods.base import Pruner
 from methods.hparams import Hparams
 from methods.mask import Mask
-from methods.sparsity import topk_mask
+from methods.sparsity import keep_global
 
 
 @dataclass
@@ -41,7 +41,9 @@ class IMPHparams(Hparams):
 
 
 class IMPMask(Mask):
-    """A fixed binary mask (a buffer, so checkpoints carry it) that the method rewrites between rounds."""
+    """A fixed binary mask (a buffer, so checkpoints carry it) that the method rewrites between rounds. Not a
+    frozen `OneShotMask` re-frozen by `project_global` each round: a frozen mask's first forward checks on the
+    host whether it keeps everything, a sync inside the step that follows each pruning."""
 
     def __init__(self, weight: Tensor, structured: bool, hp: IMPHparams) -> None:
         super().__init__(weight, structured)
@@ -171,10 +173,8 @@ class IMP(Pruner):
         masks = self.gated()
         weights = [module.parametrizations.weight.original for _, module in self.layers]
         scores = [torch.where(m.keep, w.abs(), torch.full_like(w, -1.0)) for m, w in zip(masks, weights)]
-        flat = torch.cat([s.flatten() for s in scores])
-        keep = topk_mask(flat, max(1, round(density * flat.numel())))
-        for m, part in zip(masks, keep.split([s.numel() for s in scores])):
-            m.keep.copy_(part.view(m.mask_shape))
+        for m, keep in zip(masks, keep_global(scores, density)):
+            m.keep.copy_(keep)
 
     def next_round(self) -> None:
         self.pending = False

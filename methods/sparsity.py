@@ -63,6 +63,14 @@ def topk_mask(x: Tensor, k: int) -> Tensor:
     return keep
 
 
+def keep_global(scores: list[Tensor], density: float) -> list[Tensor]:
+    """Boolean masks shaped like `scores` keeping exactly the `density` fraction of all their entries with
+    the largest scores, compared across tensors (at least one entry)."""
+    flat = torch.cat([s.flatten() for s in scores])
+    keep = topk_mask(flat, max(1, round(density * flat.numel())))
+    return [part.view(s.shape) for part, s in zip(keep.split([s.numel() for s in scores]), scores)]
+
+
 def kth_largest(x: Tensor, k: int) -> Tensor:
     """The k-th largest value of a 1-D tensor, by selection (no full sort)."""
     return torch.kthvalue(x, x.numel() - k + 1).values
