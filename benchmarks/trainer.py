@@ -319,8 +319,8 @@ class CellRun:
         if weights:
             for p in weights:
                 p.requires_grad_(True)
-            w_opt = self.recipe.make_optimizer(weights)
-            opt, sched = Paired(opt, w_opt), Paired(sched, self.recipe.make_schedule(w_opt, steps, self.steps_per_epoch))
+            w_opt, w_sched = self.weight_optimizer(weights, steps)
+            opt, sched = Paired(opt, w_opt), Paired(sched, w_sched)
         self._epochs("search", epochs, opt, sched, self.pruner.augment_search,
                      lambda x, y, step: search_step(self.forward, self.pruner, opt, sched, self.criterion, x, y,
                                                     step, self.amp),
@@ -351,8 +351,7 @@ class CellRun:
         params = self.pruner.weight_parameters()
         for p in params:
             p.requires_grad_(True)
-        opt = self.recipe.make_optimizer(params)
-        sched = self.recipe.make_schedule(opt, epochs * self.steps_per_epoch, self.steps_per_epoch)
+        opt, sched = self.weight_optimizer(params, epochs * self.steps_per_epoch)
         self._epochs(phase, epochs, opt, sched, True,
                      lambda x, y, step: weight_step(self.forward, opt, sched, self.criterion, x, y, self.amp))
         for p in params:
