@@ -19,9 +19,9 @@ Our choices, recorded in every row:
   target allows (0.534 at the end on MNIST LeNet-300-100), and the projection then reopened 3.4 % of them,
   entries the network was trained without: validation 96.7 -> 90.7 %, whatever the order they were
   reopened in (per-layer normalised scores 90.8 %; first-order loss estimates 9 %). So every step the
-  sigmoid's centre, and the binary threshold with it, is min(0, q), q the target quantile of s: plain CS
-  above the target, and below it the mask trained is the mask kept. The quantile is estimated on a fixed
-  sample of 65,536 entries (`QUANTILE_SAMPLE`), so a step costs a few per cent more on LeNet-300-100;
+  sigmoid's centre, and the binary threshold with it, is min(0, q), q the target quantile of s
+  (`methods.target.DensityFloor`): plain CS above the target, and below it the mask trained is the mask
+  kept. A step costs a few per cent more on LeNet-300-100;
 - decision penalty, strong regime only (ours; `decide`, 0 restores plain CS): decide * t^2 * mean m (1 - m),
   t the fraction of the round done. With frozen weights the soft mask doubles as a weight magnitude, so
   where lambda has nothing to do the loss holds a third of the logits at intermediate values; as beta
@@ -54,11 +54,8 @@ from torch import Tensor
 
 from methods.base import Pruner
 from methods.mask import Mask, MaskedWeight
-from methods.sparsity import kth_largest
 from methods.schedules import REFERENCE_STEPS, lr_schedule, per_search_lr
-from methods.target import TargetControlled, TargetHparams
-
-QUANTILE_SAMPLE = 1 << 16  # entries the density floor's quantile is estimated on (density error ~0.002)
+from methods.target import DensityFloor, TargetControlled, TargetHparams
 
 
 @dataclass
@@ -130,7 +127,7 @@ class ContinuousSparsification(TargetControlled, Pruner):
         super().__init__(*args, **kwargs)
         self._masks = self.gated()
         self._n = sum(m.s.numel() for m in self._masks)
-        self._sample = self.quantile_sample()
+        self._floor = DensityFloor([m.s for m in self._masks], 1.0 - self.target)
         self.init_control()
         self.steps_per_round = 1
 
@@ -147,7 +144,7 @@ class ContinuousSparsification(TargetControlled, Pruner):
 
     def optimizer(self, total_steps: int):
         self.start_control(total_steps)
-        self._sample = [idx.to(m.s.device) for m, idx in zip(self._masks, self._sample)]  # where the trainer put s
+        self._floor.to(self.device)  # where the trainer put s
         self.steps_per_round = max(1, total_steps // self.hp.rounds)
         groups = [{"params": self.mask_parameters(), "weight_decay": 0.0}]
         if self.trains_weights:
@@ -167,26 +164,12 @@ class ContinuousSparsification(TargetControlled, Pruner):
         """Geometric from 1 to beta_final within each round."""
         return self.hp.beta_final ** self.round_fraction(step)
 
-    def quantile_sample(self) -> list[Tensor]:
-        """Fixed positions per mask (about `QUANTILE_SAMPLE` in all, in proportion to its size) at which the
-        density floor estimates the target quantile of s; every entry where the masks are smaller."""
-        gen = torch.Generator().manual_seed(0)
-        frac = min(1.0, QUANTILE_SAMPLE / self._n)
-        return [torch.randperm(m.s.numel(), generator=gen)[:max(1, round(frac * m.s.numel()))].to(m.s.device)
-                for m in self._masks]
-
     @property
     def floor(self) -> bool:
         return self.hp.floor and "dual" in self.hp.target_mode
 
-    @torch.no_grad()
     def update_floor(self) -> None:
-        """Centre every sigmoid at min(0, q), q the target quantile of s (estimated on `_sample`): when
-        the loss alone would close more entries than the target allows, the threshold moves down with
-        it and the mask the search trains is the one the projection keeps."""
-        vals = torch.cat([m.s.flatten()[idx] for m, idx in zip(self._masks, self._sample)])
-        q = kth_largest(vals, max(1, round((1.0 - self.target) * vals.numel())))
-        centre = q.clamp(max=0.0)
+        centre = self._floor.centre([m.s for m in self._masks])
         for m in self._masks:
             m.centre = centre
 

@@ -28,8 +28,10 @@ import torch
 from torch import Tensor
 
 from methods.hparams import Hparams
+from methods.sparsity import kth_largest
 
 TARGET_MODES = ("dual+project", "dual", "project", "none")
+QUANTILE_SAMPLE = 1 << 16  # entries the density floor's quantile is estimated on (density error ~0.002)
 BAND = 0.1  # a density off its target by this fraction of it moves log lambda at the full rate
 
 
@@ -152,3 +154,28 @@ class TargetControlled:
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
         self.control.load_state_dict(state["control"], self.device)
+
+
+class DensityFloor:
+    """Density >= target for a mask whose binary form is ``score > centre`` (CS, CTS): every step the centre
+    becomes min(0, q), q the target quantile of the scores. Above the target the method is unchanged; where
+    its loss alone would close more entries than the target allows, the threshold moves down with it, so
+    the mask the search trains is the mask the final projection keeps. q is estimated on fixed positions
+    (about `QUANTILE_SAMPLE` in all, in proportion to each mask's size; every entry of smaller models),
+    on the device: no host-device sync."""
+
+    def __init__(self, scores: list[Tensor], density: float) -> None:
+        gen = torch.Generator().manual_seed(0)
+        n = sum(s.numel() for s in scores)
+        frac = min(1.0, QUANTILE_SAMPLE / n)
+        self.sample = [torch.randperm(s.numel(), generator=gen)[:max(1, round(frac * s.numel()))].to(s.device)
+                       for s in scores]
+        self.density = density
+
+    def to(self, device: torch.device) -> None:
+        self.sample = [idx.to(device) for idx in self.sample]
+
+    @torch.no_grad()
+    def centre(self, scores: list[Tensor]) -> Tensor:
+        vals = torch.cat([s.flatten()[idx] for s, idx in zip(scores, self.sample)])
+        return kth_largest(vals, max(1, round(self.density * vals.numel()))).clamp(max=0.0)
