@@ -69,8 +69,8 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
     give (row column ``search_from``: the parent's id). Without it (parent still running, another disk)
     the sanity cell runs its own search."""
     start = time.time()
-    base = {"cell": cell.id, "method": cell.method, "granularity": cell.granularity, "regime": cell.regime,
-            "sanity": cell.sanity, "arch": cell.arch, "dataset": cell.dataset, "target_sparsity": cell.target_sparsity}
+    base = {"cell": cell.id, "method": cell.method, "role": get_method(cell.method).role(cell.sanity),
+            "granularity": cell.granularity, "regime": cell.regime, "sanity": cell.sanity, "arch": cell.arch, "dataset": cell.dataset, "target_sparsity": cell.target_sparsity}
     recipe = cell.recipe
     try:
         splits = splits.with_train_size(cell.train_size)

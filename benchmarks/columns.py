@@ -13,6 +13,8 @@ COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
     "runs.csv": {
         "cell": ("id", "hash of the cell's complete settings"),
         "method": ("name", "the method (bench list methods)"),
+        "role": ("name", "the cell's part in a comparison: reference (dense), search (a method with a search "
+                         "loop), baseline (a one-shot method) or sanity (a sanity-check ablation)"),
         "granularity": ("name", "unstructured (per weight) or structured (per unit)"),
         "regime": ("name", "strong (weights frozen at init), weak (surviving weights trained after the search) "
                            "or joint (weights trained with the mask during the search)"),

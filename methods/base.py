@@ -24,6 +24,7 @@ from methods.sparsity import LayerSparsity, SparsityReport, keep_global, remove_
 Granularity = Literal["unstructured", "structured"]
 Regime = Literal["strong", "weak", "joint"]
 REGIMES: tuple[str, ...] = ("strong", "weak", "joint")
+ROLES: tuple[str, ...] = ("reference", "search", "baseline", "sanity")  # a row's part in a comparison
 
 
 @dataclass
@@ -99,6 +100,14 @@ class Pruner(ABC):
         self.ctx: SearchContext | None = None  # what the trainer lends, set before `prepare` and on a resume
         self._attach()
         self._rewind = self.weight_state()
+
+    @classmethod
+    def role(cls, sanity: str = "none") -> str:
+        """A cell's part in a comparison (`ROLES`): the dense model is the reference, a method with a search
+        loop searches, a one-shot method is a baseline, and any sanity-check ablation is a sanity row."""
+        if sanity != "none":
+            return "sanity"
+        return "reference" if cls.dense else "search" if cls.searches else "baseline"
 
     @classmethod
     def default_init(cls, regime: str) -> str:

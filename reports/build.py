@@ -84,9 +84,9 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
         raise UserError(f"--layer-target {layer_target}: no finished cell with per-layer rows has that target "
                         f"(targets: {', '.join(f'{t:g}' for t in found)})")
     prepare_out(out)
-    searched = res.ok[(res.ok["method"] != "dense") & (res.ok["sanity"] == "none")]
-    sanity = res.ok[(res.ok["method"] != "dense") & (res.ok["sanity"] != "none")]
-    dense = res.ok[res.ok["method"] == "dense"]
+    searched = res.ok[res.ok["role"].isin(("search", "baseline"))]
+    sanity = res.ok[res.ok["role"] == "sanity"]
+    dense = res.ok[res.ok["role"] == "reference"]
     summary = summarize(searched, metric)
     palette = figures.Palette(list(add_series(res.runs)["series"].unique()))
     idx = Index()

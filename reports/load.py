@@ -17,6 +17,16 @@ TRIALS = "trials.csv"
 TRIAL_COLUMNS: Schema = {"study": (str, None, None), "trial": (int, 0, None), "state": (str, None, None)}
 
 
+ONE_SHOT = ("random", "magnitude", "snip", "grasp", "synflow")  # the baselines of folders written before `role`
+
+
+def legacy_role(method: str, sanity: str) -> str:
+    """The `role` a row written before that column had (`methods.base.Pruner.role`)."""
+    if sanity != "none":
+        return "sanity"
+    return "reference" if method == "dense" else "baseline" if method in ONE_SHOT else "search"
+
+
 @dataclass
 class Results:
     runs: pd.DataFrame      # every row of runs.csv (ok and failed), one per cell
@@ -62,11 +72,13 @@ def load(folders: list[Path]) -> Results:
         layers.append(_typed(folder / LAYERS, read_rows(folder / LAYERS), LAYER_COLUMNS))
     trial_df = pd.concat(trials, ignore_index=True) if trials else pd.DataFrame(columns=list(TRIAL_COLUMNS))
     if not runs:
-        empty = pd.DataFrame(columns=list(RUN_COLUMNS) + list(OK_RUN_COLUMNS) + ["sanity"])
+        empty = pd.DataFrame(columns=list(RUN_COLUMNS) + list(OK_RUN_COLUMNS) + ["sanity", "role"])
         return Results(empty, pd.DataFrame(columns=list(CURVE_COLUMNS)), pd.DataFrame(columns=list(LAYER_COLUMNS)),
                        trial_df, folders)
     run_df = pd.concat(runs, ignore_index=True).drop_duplicates("cell", keep="last")
     run_df["sanity"] = run_df["sanity"].fillna("none") if "sanity" in run_df else "none"  # older folders
+    legacy = [legacy_role(m, s) for m, s in zip(run_df["method"], run_df["sanity"])]  # folders before `role`
+    run_df["role"] = run_df["role"].fillna(pd.Series(legacy, index=run_df.index)) if "role" in run_df else legacy
     for col in OK_RUN_COLUMNS:
         run_df[col] = pd.to_numeric(run_df.get(col), errors="coerce")
     known = set(run_df["cell"])

@@ -293,3 +293,29 @@ def test_report_shows_what_each_ticket_buys(tmp_path):
     assert row.speedup_flops == pytest.approx(10.0, rel=1e-3) and row.compression == pytest.approx(1064800 / 13318)
     assert row.speedup_csr_b1 == pytest.approx(0.2 / 0.13) and row.speedup_masked_b1 == pytest.approx(1.0)
     assert "What each ticket buys" in (out / "index.md").read_text()
+
+
+def test_roles_come_from_the_method_class_and_drive_the_report(tmp_path):
+    """Each row's `role` is the method class's (reference, search, baseline, sanity), and the report splits rows
+    by role, not by name: a reference row under another name is the dashed dense line, not a series; a folder
+    written before the column gets the same roles from its method names."""
+    from methods import METHODS
+    from reports.load import legacy_role, load
+
+    for name, cls in METHODS.items():
+        assert cls.role() == legacy_role(name, "none"), name
+        assert cls.role("shuffle") == "sanity"
+    assert {METHODS["dense"].role(), METHODS["crbg"].role(), METHODS["snip"].role()} == {"reference", "search", "baseline"}
+    rows = [{**run_row("crbg", t, 0, 90.0 + t), "role": "search", "sanity": "none"} for t in (0.5, 0.9)]
+    rows.append({**run_row("full", 0.0, 0, 98.0), "role": "reference", "sanity": "none"})
+    folder = fake_results(tmp_path / "res", rows)
+    out = tmp_path / "rep"
+    assert main(["report", str(folder), "--out", str(out)]) == 0
+    assert set(pd.read_csv(out / "table_mnist_lenet300_strong.csv").series) == {"crbg"}
+    assert "Dense reference (all weights, trained): 98.00 %" in (out / "index.md").read_text()
+    old = fake_results(tmp_path / "old", [{**run_row("dense", 0.0, 0, 98.0), "sanity": "none"},
+                                          {**run_row("snip", 0.9, 0, 90.0), "sanity": "none"},
+                                          {**run_row("crbg", 0.9, 0, 80.0), "cell": "c-r", "sanity": "random"}])
+    runs = load([old]).runs
+    roles = dict(zip(runs["method"] + runs["sanity"], runs["role"]))
+    assert roles == {"densenone": "reference", "snipnone": "baseline", "crbgrandom": "sanity"}
