@@ -1,6 +1,7 @@
-"""The training loop of one cell: prepare -> search the mask (joint regime: and the weights) -> fix it ->
-(weak regime) train the surviving weights -> evaluate with the binary mask. Long phases checkpoint every
-epoch and resume from there."""
+"""The phases of one cell, in the order its method lists them (`Pruner.phases`): e.g. pretrain -> prepare ->
+search the mask (joint regime: and the weights) -> fix it -> ablate -> (weak regime) rewind and train the
+surviving weights -> evaluate with the binary mask. The epoch loops (`CHECKPOINTED`) save a checkpoint
+named by phase every epoch; a resumed cell skips the phases before the checkpoint's and continues it."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from benchmarks.console import log
 from benchmarks.data import Splits, batches
 from benchmarks.recipe import DEFAULT_LR, Recipe
 from methods import Pruner
-from methods.base import SearchContext
+from methods.base import CHECKPOINTED, PHASES, SearchContext
 from methods.sanity import ablate
 
 
@@ -205,8 +206,9 @@ class CellRun:
         self.progress, self.on_epoch, self.recipe = progress, on_epoch, recipe
         self.criterion = nn.CrossEntropyLoss()
         self.curves: list[dict[str, Any]] = []
-        self.elapsed = {"search": 0.0, "train": 0.0}  # wall seconds per phase, carried across resumes
+        self.elapsed = {"search": 0.0, "train": 0.0}  # wall seconds of search cost and of training, across resumes
         self.projection: dict[str, float] = {}  # the search's own binary mask against the final one
+        self.recalibrated = False  # BatchNorm statistics recomputed under the final mask (`recalibrate`)
         self.ckpt = Checkpoint(checkpoint)
         self.resume = self.ckpt.load()  # read once: the state a killed run left, or None
         self.started = time.time()
@@ -232,9 +234,8 @@ class CellRun:
             yield xb, yb
 
     def context(self) -> SearchContext:
-        return SearchContext(batches=lambda: self.epoch_batches(augment=False),
-                             train_weights=lambda n: self.train_weights(n, "pretrain"),
-                             criterion=self.criterion, weight_optimizer=self.weight_optimizer)
+        return SearchContext(batches=lambda: self.epoch_batches(augment=False), criterion=self.criterion,
+                             weight_optimizer=self.weight_optimizer)
 
     def weight_optimizer(self, params: list[nn.Parameter], steps: int) -> tuple[torch.optim.Optimizer, Any]:
         """The cell's recipe over `params`: its optimiser and a per-step LR schedule spanning `steps`."""
@@ -284,8 +285,9 @@ class CellRun:
     def _epochs(self, phase: str, epochs: int, opt: torch.optim.Optimizer, sched: Any, augment: bool,
                 step_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
                 after_epoch: Callable[[int], None] | None = None) -> None:
-        """The epoch loop of a phase. The `search` and `train` phases resume from the checkpoint when it was
-        written in them, and save one after every epoch; `pretrain` (inside `prepare`) does neither."""
+        """The epoch loop of a phase: resumes from the checkpoint when it was written in this phase, and saves
+        one after every epoch. Its time counts as search cost, except weight training after the search."""
+        assert phase in CHECKPOINTED, phase
         start = 0
         if self.resume is not None and self.resume["phase"] == phase:
             self._restore(self.resume, opt, sched)
@@ -304,9 +306,8 @@ class CellRun:
             if after_epoch is not None:
                 after_epoch(epoch)
             self._end_epoch(phase, epoch, loss_sum, bar)
-            if phase in self.elapsed:
-                self.elapsed[phase] += time.time() - t0
-                self.ckpt.save(self._state(phase, epoch, opt, sched))
+            self.elapsed["train" if phase == "train" else "search"] += time.time() - t0
+            self.ckpt.save(self._state(phase, epoch, opt, sched))
         bar.close()
 
     def search(self, epochs: int) -> None:
@@ -360,45 +361,81 @@ class CellRun:
             p.requires_grad_(flag)
 
 
+@dataclass
+class Plan:
+    """What a cell asks of its phases beyond the pruner: epochs, the sanity ablation, the shared search."""
+
+    epochs: int
+    train_epochs: int
+    sanity: str
+    seed: int
+    share_search: Path | None = None
+
+
+def pretrain(run: CellRun, plan: Plan) -> None:
+    with run.pruner.masks_open():
+        run.train_weights(run.pruner.pretrain_epochs(), "pretrain")
+    run.pruner.set_rewind_point()
+
+
+def prepare(run: CellRun, plan: Plan) -> None:
+    t0 = time.time()
+    run.pruner.prepare(run.pruner.ctx)  # one-shot scores: search cost too
+    run.elapsed["search"] += time.time() - t0
+
+
+def search(run: CellRun, plan: Plan) -> None:
+    run.search(run.pruner.search_epochs(plan.epochs))
+    if plan.share_search is not None:
+        run.ckpt.copy_to(plan.share_search)
+
+
+def rewind(run: CellRun, plan: Plan) -> None:
+    run.pruner.model.load_state_dict(run.pruner.rewind_state(), strict=False)
+
+
+def recalibrate(run: CellRun, plan: Plan) -> None:
+    run.recalibrated = recalibrate_bn(run.model, run.splits, run.batch_size, run.device)
+
+
+PHASE_RUNNERS: dict[str, Callable[[CellRun, Plan], None]] = {
+    "pretrain": pretrain, "prepare": prepare, "search": search,
+    "finalize": lambda run, plan: run.finalize(),
+    "ablate": lambda run, plan: ablate(run.pruner, plan.sanity, plan.seed),
+    "rewind": rewind, "train": lambda run, plan: run.train_weights(plan.train_epochs), "recalibrate": recalibrate,
+}
+assert set(PHASE_RUNNERS) == set(PHASES)
+
+
 def train(pruner: Pruner, splits: Splits, epochs: int, batch_size: int, device: torch.device, seed: int,
           progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None,
           test: bool = True, train_epochs: int | None = None, sanity: str = "none",
           checkpoint: Path | None = None, recipe: Recipe = Recipe(lr=DEFAULT_LR), speed: Speed = Speed(),
           share_search: Path | None = None) -> TrainResult:
-    """Run a cell. Search the mask for `epochs` epochs (methods with a search loop; in the joint regime the
-    weights are trained with it and never retrained), fix it
-    (`pruner.finalize`), apply a `sanity` ablation, then in the weak regime (and for `dense` always) train
-    the surviving weights from `pruner.rewind_state()` for `train_epochs` (default `epochs`), and evaluate.
-    `on_epoch` sees each epoch's metrics; `test=False` never touches the test set. With `share_search`
-    (and a `checkpoint`), the checkpoint at the end of the search is also published there, for cells that
-    differ only after the search (sanity checks) to resume from."""
+    """Run a cell: the method's `phases()` in order, then evaluation with the final binary mask. `epochs`:
+    search epochs (the method's `search_epochs` may multiply them), `train_epochs` (default `epochs`): weight
+    training after the search (weak regime, dense). `on_epoch` sees each epoch's metrics; `test=False` never
+    touches the test set. With `share_search` (and a `checkpoint`), the checkpoint at the end of the search is
+    also published there, for cells that differ only after the search (sanity checks) to resume from."""
     run = CellRun(pruner, splits, batch_size, device, seed, progress, on_epoch, checkpoint, recipe, speed)
-    state = run.resume
-    if state is None:
-        t0 = time.time()
-        pruner.prepare(pruner.ctx)  # one-shot scores, dense pre-training: search cost too
-        run.elapsed["search"] += time.time() - t0
-    search_epochs = pruner.search_epochs(epochs) if pruner.searches else 0
-    if pruner.searches and (state is None or state["phase"] == "search"):
-        run.search(search_epochs)
-        if share_search is not None:
-            run.ckpt.copy_to(share_search)
-    if state is None or state["phase"] == "search":
-        run.finalize()
-        ablate(pruner, sanity, seed)
-    n_train = (train_epochs or epochs) if pruner.regime == "weak" or pruner.dense else 0
-    if n_train:
-        if state is None or state["phase"] == "search":
-            pruner.model.load_state_dict(pruner.rewind_state(), strict=False)
-        run.train_weights(n_train)
-        recalibrated = False  # BN statistics were gathered under the final masks already
-    else:
-        recalibrated = recalibrate_bn(run.model, splits, batch_size, device)
+    phases = pruner.phases()
+    unknown = [p for p in phases if p not in PHASE_RUNNERS]
+    if unknown:
+        raise ValueError(f"{pruner.name}: unknown phase(s) {', '.join(unknown)}; phases are {', '.join(PHASES)}")
+    plan = Plan(epochs, train_epochs or epochs, sanity, seed, share_search)
+    if run.resume is not None and run.resume["phase"] not in phases:
+        raise ValueError(f"checkpoint {checkpoint} was written in phase {run.resume['phase']!r}, which "
+                         f"{pruner.name} does not run here ({', '.join(phases)})")
+    start = phases.index(run.resume["phase"]) if run.resume is not None else 0  # earlier phases are done
+    for phase in phases[start:]:
+        PHASE_RUNNERS[phase](run, plan)
+    search_epochs = pruner.search_epochs(epochs) if "search" in phases else 0
     return TrainResult(val_acc=evaluate(run.model, splits, "val", batch_size, device),
                        test_acc=evaluate(run.model, splits, "test", batch_size, device) if test else math.nan,
-                       curves=run.curves, bn_recalibrated=recalibrated,
-                       search_epochs=pruner.extra_epochs + search_epochs,
-                       search_s=round(run.elapsed["search"], 2), train_epochs=n_train,
+                       curves=run.curves, bn_recalibrated=run.recalibrated,
+                       search_epochs=pruner.pretrain_epochs() + search_epochs,
+                       search_s=round(run.elapsed["search"], 2),
+                       train_epochs=plan.train_epochs if "train" in phases else 0,
                        train_s=round(run.elapsed["train"], 2),
                        search_from="" if run.search_origin == run.cell_id else run.search_origin,
                        projection=run.projection, wall_before=run.wall_before)

@@ -27,12 +27,15 @@ REGIMES: tuple[str, ...] = ("strong", "weak", "joint")
 ROLES: tuple[str, ...] = ("reference", "search", "baseline", "sanity")  # a row's part in a comparison
 
 
+PHASES: tuple[str, ...] = ("pretrain", "prepare", "search", "finalize", "ablate", "rewind", "train", "recalibrate")
+CHECKPOINTED: tuple[str, ...] = ("pretrain", "search", "train")  # epoch loops: saved every epoch, resumed mid-way
+
+
 @dataclass
 class SearchContext:
     """What the trainer lends a method before its search (`Pruner.prepare`)."""
 
     batches: Callable[[], Iterable[tuple[Tensor, Tensor]]]  # one epoch of (input, label), no augmentation
-    train_weights: Callable[[int], None]  # train the (masked) model's weights for n epochs, standard recipe
     criterion: Callable[[Tensor, Tensor], Tensor]
     # the cell's weight-training recipe over `params` for `steps` steps: (optimiser, per-step LR schedule)
     weight_optimizer: Callable[[list[nn.Parameter], int], tuple[torch.optim.Optimizer, Any]] | None = None
@@ -44,7 +47,8 @@ class Pruner(ABC):
     Life cycle, driven by the trainer::
 
         pruner = get_method("crbg")(model, sparsity=0.9, granularity="unstructured", regime="strong")
-        pruner.prepare(ctx)               # one-shot scoring, dense pre-training (optional)
+        # the trainer runs `pruner.phases()`: dense pre-training (`pretrain_epochs`), then
+        pruner.prepare(ctx)               # one-shot scoring (optional)
         opt, sched = pruner.optimizer(total_steps)          # only when `searches`
         loss = pruner.loss(model, x, y, criterion); loss.backward(); pruner.before_step(); opt.step()
         pruner.on_step(step); pruner.on_epoch(epoch)
@@ -96,7 +100,6 @@ class Pruner(ABC):
         self.layers = prunable_modules(model, exclude)
         if not self.layers:
             raise ValueError("the model has no prunable (Linear/Conv) module left after exclusions")
-        self.extra_epochs = 0  # data passes a method spends outside the search loop (dense pre-training)
         self.ctx: SearchContext | None = None  # what the trainer lends, set before `prepare` and on a resume
         self._attach()
         self._rewind = self.weight_state()
@@ -139,6 +142,11 @@ class Pruner(ABC):
     def gated(self) -> list[Mask]:
         """The masks the method searches (all but a structured classifier's fixed one)."""
         return [mask for _, _, mask in self.mask_modules() if not isinstance(mask, FixedMask)]
+
+    def gated_weights(self) -> list[Tensor]:
+        """The raw weights (the parametrizations' originals) under `gated()`'s masks, in the same order."""
+        return [module.parametrizations.weight.original for _, module, mask in self.mask_modules()
+                if not isinstance(mask, FixedMask)]
 
     def mask_parameters(self) -> list[nn.Parameter]:
         return [p for _, _, mask in self.mask_modules() for p in mask.parameters()]
@@ -199,6 +207,21 @@ class Pruner(ABC):
         """The tensors the method optimises."""
         return self.mask_parameters()
 
+    def phases(self) -> tuple[str, ...]:
+        """The phases a cell of this method runs, in order (names from `PHASES`; the trainer evaluates after
+        the last). Default: dense pre-training when `pretrain_epochs`, then prepare, the search loop (methods
+        that search), finalize, the sanity ablation, and either rewind + weight training (weak regime, dense)
+        or BatchNorm recalibration under the final mask."""
+        head = ("pretrain",) if self.pretrain_epochs() else ()
+        body = ("prepare",) + (("search",) if self.searches else ()) + ("finalize", "ablate")
+        tail = ("rewind", "train") if self.regime == "weak" or self.dense else ("recalibrate",)
+        return head + body + tail
+
+    def pretrain_epochs(self) -> int:
+        """Epochs of dense training (every mask open, the cell's recipe) before the search, counted as search
+        cost; the weak regime's retraining then starts from the pre-trained weights (`set_rewind_point`)."""
+        return 0
+
     def search_epochs(self, epochs: int) -> int:
         """Passes over the data the search loop makes for a cell of `epochs` epochs (default: `epochs`)."""
         return epochs
@@ -247,10 +270,10 @@ class Pruner(ABC):
 
     def extra_state(self) -> dict[str, Any]:
         """Method state outside the model's state_dict that a checkpoint must carry (dual variables...)."""
-        return {"extra_epochs": self.extra_epochs}
+        return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.extra_epochs = state["extra_epochs"]
+        """Restore `extra_state()`."""
 
     def record(self) -> dict[str, Any]:
         """Everything that identifies how the result was produced: hyperparameters and protocol choices."""

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from methods.base import Pruner, SearchContext
+from methods.base import Pruner
 from methods.hparams import Hparams
 from methods.mask import Mask, MaskedWeight
 from methods.schedules import REFERENCE_STEPS, lr_schedule, per_search_lr
@@ -117,12 +117,9 @@ class CTS(Pruner):
             return self.hp.objective
         return "reverse_kl" if self.regime == "weak" else "ce"
 
-    def prepare(self, ctx: SearchContext) -> None:
-        if self.regime == "weak" and self.hp.rewind_epochs > 0:
-            with self.masks_open():
-                ctx.train_weights(self.hp.rewind_epochs)
-            self.set_rewind_point()
-            self.extra_epochs = self.hp.rewind_epochs
+    def pretrain_epochs(self) -> int:
+        """Weak regime (rewind mode): the dense network trains `rewind_epochs` before the search."""
+        return self.hp.rewind_epochs if self.regime == "weak" else 0
 
     def optimizer(self, total_steps: int):
         self.balance = self.balance.to(self.device)

@@ -171,8 +171,7 @@ class IMP(Pruner):
     def prune_to(self, density: float) -> None:
         """Keep the `density` fraction of all weights with the largest surviving magnitudes (exact count)."""
         masks = self.gated()
-        weights = [module.parametrizations.weight.original for _, module in self.layers]
-        scores = [torch.where(m.keep, w.abs(), torch.full_like(w, -1.0)) for m, w in zip(masks, weights)]
+        scores = [torch.where(m.keep, w.abs(), torch.full_like(w, -1.0)) for m, w in zip(masks, self.gated_weights())]
         for m, keep in zip(masks, keep_global(scores, density)):
             m.keep.copy_(keep)
 

@@ -15,4 +15,4 @@ class Magnitude(OneShotPruner):
     Hparams = OneShotHparams
 
     def score(self, ctx: SearchContext) -> list[Tensor]:
-        return [w.detach().abs() for w in self.weights()]
+        return [w.detach().abs() for w in self.gated_weights()]

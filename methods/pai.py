@@ -60,16 +60,10 @@ class OneShotPruner(Pruner):
     def finalize(self) -> None:
         """The mask was fixed in `prepare`."""
 
-    def weights(self) -> list[Tensor]:
-        """The frozen weights of the gated layers (the parametrizations' originals)."""
-        gated = {id(mask) for mask in self.gated()}
-        return [module.parametrizations.weight.original for _, module, mask in self.mask_modules()
-                if id(mask) in gated]
-
     @contextlib.contextmanager
     def scoring(self) -> Iterator[list[Tensor]]:
         """The dense network with gradients enabled on the gated weights (yielded), for saliency scores."""
-        weights = self.weights()
+        weights = self.gated_weights()
         for w in weights:
             w.requires_grad_(True)
         try:
@@ -82,7 +76,7 @@ class OneShotPruner(Pruner):
     def batch_gradients(self, ctx: SearchContext, batches: int, scale: float = 1.0,
                         weights: list[Tensor] | None = None) -> list[Tensor]:
         """The loss gradient w.r.t. the gated weights, summed over the first `batches` batches (logits / `scale`)."""
-        weights = weights if weights is not None else self.weights()
+        weights = weights if weights is not None else self.gated_weights()
         total = [torch.zeros_like(w) for w in weights]
         for i, (x, y) in enumerate(ctx.batches()):
             if i == batches:

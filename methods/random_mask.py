@@ -23,4 +23,4 @@ class Random(OneShotPruner):
     Hparams = RandomHparams
 
     def score(self, ctx: SearchContext) -> list[Tensor]:
-        return [torch.rand(w.shape, device=w.device) for w in self.weights()]
+        return [torch.rand(w.shape, device=w.device) for w in self.gated_weights()]

@@ -29,7 +29,7 @@ class SynFlow(OneShotPruner):
 
     def score(self, ctx: SearchContext) -> list[Tensor]:
         x, _ = next(iter(ctx.batches()))  # only the input's shape is used
-        dtype = next(iter(self.weights())).dtype
+        dtype = next(iter(self.gated_weights())).dtype
         model = self.model.double().eval()
         state = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
         signs = {k: v.sign() for k, v in state.items()}
@@ -37,7 +37,7 @@ class SynFlow(OneShotPruner):
             for v in state.values():
                 v.abs_()
         ones = torch.ones((1, *x.shape[1:]), dtype=torch.float64, device=x.device)
-        weights = self.weights()
+        weights = self.gated_weights()
         for w in weights:
             w.requires_grad_(True)
         for k in range(1, self.hp.rounds + 1):

@@ -23,7 +23,7 @@ def context(n_batches: int = 2, batch: int = 16, seed: int = 0) -> SearchContext
     g = torch.Generator().manual_seed(seed)
     data = [(torch.randn(batch, 1, 28, 28, generator=g), torch.randint(0, 10, (batch,), generator=g))
             for _ in range(n_batches)]
-    return SearchContext(batches=lambda: iter(data), train_weights=lambda n: None,
+    return SearchContext(batches=lambda: iter(data),
                          criterion=nn.CrossEntropyLoss())
 
 
@@ -170,7 +170,7 @@ def test_grasp_uses_the_hessian_gradient_product():
     model = nn.Sequential(nn.Flatten(), nn.Linear(6, 3, bias=False))
     pruner = get_method("grasp")(model, 0.5, hparams=get_method("grasp").Hparams(temperature=2.0))
     x, y = torch.randn(5, 1, 6), torch.randint(0, 3, (5,))
-    ctx = SearchContext(batches=lambda: iter([(x, y)]), train_weights=lambda n: None,
+    ctx = SearchContext(batches=lambda: iter([(x, y)]),
                         criterion=nn.CrossEntropyLoss())
     w0 = weights(pruner)[0].clone()
 

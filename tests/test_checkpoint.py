@@ -22,9 +22,10 @@ class Killed(Exception):
     pass
 
 
-def run(method: str, regime: str, checkpoint=None, kill: tuple[str, int] | None = None):
+def run(method: str, regime: str, checkpoint=None, kill: tuple[str, int] | None = None, hparams=()):
     splits = tiny_splits(n=128)
-    cell = Cell(method=method, arch="lenet300", dataset="tiny", target_sparsity=0.8, seed=0, regime=regime)
+    cell = Cell(method=method, arch="lenet300", dataset="tiny", target_sparsity=0.8, seed=0, regime=regime,
+                hparams=hparams)
     pruner = build_pruner(cell, splits)
     seen = []
 
@@ -39,16 +40,19 @@ def run(method: str, regime: str, checkpoint=None, kill: tuple[str, int] | None 
 
 
 @pytest.mark.parametrize("method,regime,kill", [("crbg", "strong", ("search", 2)), ("cs", "weak", ("search", 3)),
+                                                ("cts", "weak", ("pretrain", 2)),  # dense pre-training (2 epochs)
                                                 ("crbg", "joint", ("search", 2)),  # both optimisers restored
                                                 ("cts", "weak", ("train", 2)), ("snip", "weak", ("train", 2)),
                                                 ("imp", "weak", ("search", 6)),  # at a round's end: prune, rewind pending
                                                 ("imp", "weak", ("search", 7))])  # each after a checkpoint was written
 def test_killed_cell_resumes_to_the_same_result(tmp_path, method, regime, kill):
-    full, full_masks, all_epochs = run(method, regime)
+    hp = (("rewind_epochs", 2),) if kill[0] == "pretrain" else ()
+    full, full_masks, all_epochs = run(method, regime, hparams=hp)
     ckpt = tmp_path / "cell.pt"
     with pytest.raises(Killed):
-        run(method, regime, ckpt, kill)
-    resumed, masks, rerun = run(method, regime, ckpt)
+        run(method, regime, ckpt, kill, hparams=hp)
+    assert torch.load(ckpt, weights_only=False)["phase"] == kill[0]  # the killed phase had saved its checkpoint
+    resumed, masks, rerun = run(method, regime, ckpt, hparams=hp)
     assert rerun == all_epochs[all_epochs.index(kill):]  # only from the killed epoch on
     assert resumed.val_acc == full.val_acc and resumed.test_acc == full.test_acc
     assert all(torch.equal(masks[k], full_masks[k]) for k in masks)
@@ -76,3 +80,27 @@ def test_sanity_checks_resume_from_their_parents_search_with_the_same_result(tmp
             assert shared.run[key] == own.run[key], key
         assert shared.curves == own.curves
         assert all(torch.equal(shared.masks[k], own.masks[k]) for k in own.masks)
+
+
+def test_a_cell_runs_the_phases_its_method_lists(monkeypatch):
+    """The trainer runs `Pruner.phases()` as given, in that order, and nothing else: a method that drops the
+    BatchNorm recalibration and lists the sanity ablation before finalize gets exactly that, and an unknown
+    phase name is refused before anything runs."""
+    from benchmarks import trainer
+
+    calls = []
+    for name, fn in list(trainer.PHASE_RUNNERS.items()):
+        monkeypatch.setitem(trainer.PHASE_RUNNERS, name, lambda run, plan, name=name, fn=fn: (calls.append(name), fn(run, plan)))
+    splits = tiny_splits(n=64)
+    cell = Cell(method="crbg", arch="lenet300", dataset="tiny", target_sparsity=0.8, seed=0)
+    pruner = build_pruner(cell, splits)
+    assert pruner.phases() == ("prepare", "search", "finalize", "ablate", "recalibrate")
+    monkeypatch.setattr(type(pruner), "phases", lambda self: ("prepare", "search", "finalize"))
+    train(pruner, splits, epochs=1, batch_size=32, device=CPU, seed=0, progress=False)
+    assert calls == ["prepare", "search", "finalize"]
+    weak = build_pruner(dataclasses.replace(cell, method="cts", regime="weak"), splits)
+    assert weak.phases() == ("pretrain", "prepare", "search", "finalize", "ablate", "rewind", "train")
+    monkeypatch.setattr(type(pruner), "phases", lambda self: ("prepare", "prune"))
+    with pytest.raises(ValueError, match="unknown phase"):
+        train(pruner, splits, epochs=1, batch_size=32, device=CPU, seed=0, progress=False)
+    assert calls == ["prepare", "search", "finalize"]
