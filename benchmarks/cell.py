@@ -17,7 +17,8 @@ from benchmarks.cost import latency, ticket_cost
 from benchmarks.data import Splits
 from benchmarks.paths import checkpoint_path, search_snapshot, write_marker
 from benchmarks.spec import Cell
-from benchmarks.trainer import Checkpoint, Speed, train
+from benchmarks.phases import train
+from benchmarks.trainer import Checkpoint, Speed
 from benchmarks.zoo import build_model
 from methods import Pruner, get_method
 

@@ -43,7 +43,8 @@ COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
                                   "kept fp32 weights + that mask + unmasked trained parameters"),
         "bytes_mask_raw": ("bytes", "the mask at 1 bit per prunable weight"),
         "latency_ms_*": ("ms", "--measure-latency: median CPU time of one forward pass of a form (dense, masked: "
-                               "zeros in dense weights, csr: Linear layers as torch.sparse CSR) at a batch size"),
+                               "zeros in dense weights, csr: Linear layers as torch.sparse CSR, slim: a structured ticket's "
+                               "removed units cut out, when that is exact) at a batch size"),
         "latency_threads": ("int", "--measure-latency: torch CPU threads during the timing"),
         "search_epochs": ("epochs", "epochs spent finding the mask (dense pre-training included)"),
         "search_s": ("s", "wall seconds spent finding the mask (a sanity check: its parent's)"),

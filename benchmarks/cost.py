@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.errors import UserError
+from benchmarks.slim import slim
 from methods import Pruner
 from methods.sparsity import SparsityReport
 
@@ -113,9 +115,10 @@ def plain_copy(pruner: Pruner, masked: bool) -> nn.Module:
     return model
 
 
-def deployable_forms(pruner: Pruner) -> dict[str, nn.Module]:
-    """The dense model and the ticket as it could ship: ``masked`` (dense weights with zeros) and
-    ``csr`` (its Linear layers as CSR matrices; convolutions stay dense). Copies; the pruner is untouched."""
+def deployable_forms(pruner: Pruner, input_shape: tuple[int, ...]) -> dict[str, nn.Module]:
+    """The dense model and the ticket as it could ship: ``masked`` (dense weights with zeros), ``csr`` (its
+    Linear layers as CSR matrices; convolutions stay dense) and, for a structured ticket that slims exactly
+    (`benchmarks.slim`), ``slim`` (the removed units physically gone). Copies; the pruner is untouched."""
     forms = {"dense": plain_copy(pruner, masked=False), "masked": plain_copy(pruner, masked=True)}
     csr = copy.deepcopy(forms["masked"])
     for layer, module in pruner.layers:
@@ -123,6 +126,11 @@ def deployable_forms(pruner: Pruner) -> dict[str, nn.Module]:
             parent, _, child = layer.rpartition(".")
             setattr(csr.get_submodule(parent) if parent else csr, child, CSRLinear(csr.get_submodule(layer)))
     forms["csr"] = csr
+    if pruner.structured:
+        try:
+            forms["slim"] = slim(copy.deepcopy(forms["masked"]), {"cell": "", "arch": "", "input_shape": input_shape})
+        except UserError:  # a removed unit still sends a constant on: no exact slim form to time
+            pass
     return forms
 
 
@@ -131,7 +139,7 @@ def latency(pruner: Pruner, input_shape: tuple[int, ...], batches: tuple[int, ..
     """Median CPU wall time (ms) of one forward pass of each deployable form at each batch size, measured in
     this process, forms interleaved repeat by repeat (so drift hits all alike) after three warm-up passes."""
     with torch.no_grad():
-        forms = {k: m.cpu() for k, m in deployable_forms(pruner).items()}
+        forms = {k: m.cpu() for k, m in deployable_forms(pruner, input_shape).items()}
     out: dict[str, float] = {"latency_threads": torch.get_num_threads()}
     for batch in batches:
         x = torch.randn(batch, *input_shape)

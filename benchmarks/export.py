@@ -12,6 +12,7 @@ the cell's settings and its row's numbers (in ONNX, the model's ``metadata_props
 
 from __future__ import annotations
 
+
 import json
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ from torch.nn.utils import parametrize
 from benchmarks.errors import UserError
 from benchmarks.paths import MASKS, PLAN, RUNS, TICKETS
 from benchmarks.results import read_rows
+from benchmarks.slim import slim
 from benchmarks.spec import Cell
 from benchmarks.zoo import build_model
 from methods import get_method
@@ -79,50 +81,6 @@ def rebuild(folder: Path, cell_id: str) -> tuple[nn.Module, dict[str, Any]]:
         k: (dict(v) if k in ("hparams", "train") else v) for k, v in vars(cell).items()},
         "input_shape": list(saved["input_shape"]), "num_classes": saved["num_classes"]}
     return model.eval(), meta
-
-
-def slim(model: nn.Module, meta: dict[str, Any]) -> nn.Module:
-    """Physically remove every unit (output row or channel) whose weights the ticket zeroed entirely, with
-    Torch-Pruning's dependency graph, which also removes what the unit fed (the next layer's columns). The
-    classifier keeps its outputs. Checked: the slimmed model must give the masked one's outputs (max abs
-    difference 1e-5) on random inputs, else the ticket cannot be slimmed exactly (a removed unit whose
-    BatchNorm or bias still sends a constant on, or a channel shared through a residual sum) and this fails."""
-    import torch_pruning as tp
-
-    from methods.mask import prunable_modules
-
-    gen = torch.Generator().manual_seed(0)
-    example = torch.randn(4, *meta["input_shape"], generator=gen)
-    with torch.no_grad():
-        before = model(example)
-    params = list(model.parameters())
-    with torch.enable_grad():  # the graph is traced through autograd
-        for p in params:
-            p.requires_grad_(True)
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-        for p in params:
-            p.requires_grad_(False)
-    layers = prunable_modules(model)
-    for name, module in layers[:-1]:  # the last layer is the classifier
-        dead = (module.weight.flatten(1) == 0).all(dim=1).nonzero().flatten().tolist()
-        if not dead or len(dead) == module.weight.shape[0]:
-            continue
-        fn = tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
-        group = graph.get_pruning_group(module, fn, idxs=dead)
-        if not graph.check_pruning_group(group):
-            raise UserError(f"cell {meta['cell']}: layer {name}'s removed units cannot be cut out (Torch-Pruning)")
-        group.prune()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    with torch.no_grad():
-        diff = (model(example) - before).abs().max().item()
-    if diff > 1e-5:
-        raise UserError(f"cell {meta['cell']} ({meta['arch']}) cannot be slimmed exactly: outputs move by {diff:.2g} "
-                        f"(its removed units still send a constant on, e.g. through BatchNorm or a residual sum); "
-                        f"export it without --slim")
-    meta["slimmed"] = True
-    meta["parameters_slim"] = sum(p.numel() for p in model.parameters())
-    return model
 
 
 def export_ticket(folder: Path, cell_id: str, fmt: str = "pt", out: Path | None = None, slimmed: bool = False) -> Path:

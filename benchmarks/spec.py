@@ -23,7 +23,7 @@ from benchmarks.recipe import Recipe
 from benchmarks.settings import setting
 from benchmarks.zoo import ACTIVATIONS
 from methods import METHODS, get_method
-from methods.base import REGIMES
+from methods.contract import REGIMES
 from methods.hparams import identity, later, without_later_defaults
 from methods.init import WEIGHT_INITS
 from methods.sanity import SANITY

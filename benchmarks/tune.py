@@ -26,7 +26,8 @@ from benchmarks.errors import UserError
 from benchmarks.settings import setting
 from benchmarks.spec import SweepSpec, manifest_key
 from benchmarks.cell import build_pruner
-from benchmarks.trainer import resolve_device, train
+from benchmarks.phases import train
+from benchmarks.trainer import resolve_device
 from methods import Pruner, get_method
 
 OBJECTIVES = ("constrained", "pareto")

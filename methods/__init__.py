@@ -1,6 +1,7 @@
 """Mask-search methods behind one `Pruner` interface, found by name through the registry."""
 
-from methods.base import Granularity, Pruner
+from methods.base import Pruner
+from methods.contract import Granularity
 from methods.hparams import Hparams
 from methods.mask import Mask, prunable_modules
 from methods.sparsity import SparsityReport

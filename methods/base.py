@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -21,24 +20,7 @@ from methods.init import DEFAULT_WEIGHT_INIT, init_weight
 from methods.mask import FixedMask, Mask, prunable_modules
 from methods.sparsity import LayerSparsity, SparsityReport, keep_global, remove_dead_columns, topk_mask
 
-Granularity = Literal["unstructured", "structured"]
-Regime = Literal["strong", "weak", "joint"]
-REGIMES: tuple[str, ...] = ("strong", "weak", "joint")
-ROLES: tuple[str, ...] = ("reference", "search", "baseline", "sanity")  # a row's part in a comparison
-
-
-PHASES: tuple[str, ...] = ("pretrain", "prepare", "search", "finalize", "ablate", "rewind", "train", "recalibrate")
-CHECKPOINTED: tuple[str, ...] = ("pretrain", "search", "train")  # epoch loops: saved every epoch, resumed mid-way
-
-
-@dataclass
-class SearchContext:
-    """What the trainer lends a method before its search (`Pruner.prepare`)."""
-
-    batches: Callable[[], Iterable[tuple[Tensor, Tensor]]]  # one epoch of (input, label), no augmentation
-    criterion: Callable[[Tensor, Tensor], Tensor]
-    # the cell's weight-training recipe over `params` for `steps` steps: (optimiser, per-step LR schedule)
-    weight_optimizer: Callable[[list[nn.Parameter], int], tuple[torch.optim.Optimizer, Any]] | None = None
+from methods.contract import REGIMES, Granularity, Regime, SearchContext
 
 
 class Pruner(ABC):
@@ -208,10 +190,9 @@ class Pruner(ABC):
         return self.mask_parameters()
 
     def phases(self) -> tuple[str, ...]:
-        """The phases a cell of this method runs, in order (names from `PHASES`; the trainer evaluates after
-        the last). Default: dense pre-training when `pretrain_epochs`, then prepare, the search loop (methods
-        that search), finalize, the sanity ablation, and either rewind + weight training (weak regime, dense)
-        or BatchNorm recalibration under the final mask."""
+        """The phases a cell runs, in order (`methods.contract.PHASES`), before evaluation: dense pre-training
+        if asked, prepare, the search loop, finalize, the sanity ablation, then rewind + weight training (weak
+        regime, dense) or BatchNorm recalibration under the final mask."""
         head = ("pretrain",) if self.pretrain_epochs() else ()
         body = ("prepare",) + (("search",) if self.searches else ()) + ("finalize", "ablate")
         tail = ("rewind", "train") if self.regime == "weak" or self.dense else ("recalibrate",)
@@ -295,20 +276,15 @@ class Pruner(ABC):
     def device(self) -> torch.device:
         return self.layers[0][1].parametrizations.weight.original.device
 
-    def project_global(self, density: float, scores: list[Tensor] | None = None) -> None:
-        """Exact projection: keep the `density` fraction of mask entries with the largest scores (default:
-        each mask's `scores()`), globally; the count is exact even where scores tie."""
+    def project_global(self, density: float, scores: list[Tensor] | None = None, layerwise: bool = False) -> None:
+        """Exact projection: keep the `density` fraction of mask entries with the largest scores (default: each
+        mask's `scores()`), globally or, `layerwise`, in every layer; the count is exact even where scores tie."""
         gated = self.gated()
         scores = scores if scores is not None else [mask.scores() for mask in gated]
-        for mask, keep in zip(gated, keep_global(scores, density)):
+        keeps = [topk_mask(s.flatten(), max(1, round(density * s.numel()))) for s in scores] if layerwise \
+            else keep_global(scores, density)
+        for mask, keep in zip(gated, keeps):
             mask.freeze(keep.view(mask.mask_shape))
-
-    def project_layerwise(self, density: float, scores: list[Tensor] | None = None) -> None:
-        """Exact projection at the same `density` in every layer."""
-        gated = self.gated()
-        scores = scores if scores is not None else [mask.scores() for mask in gated]
-        for mask, s in zip(gated, scores):
-            mask.freeze(topk_mask(s.flatten(), max(1, round(density * s.numel()))).view(mask.mask_shape))
 
     def masks(self) -> dict[str, Tensor]:
         """The binary mask of every prunable weight, broadcast to the weight's full shape."""

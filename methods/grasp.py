@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from methods.base import SearchContext
+from methods.contract import SearchContext
 from methods.pai import OneShotHparams, OneShotPruner
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from methods.base import SearchContext
+from methods.contract import SearchContext
 from methods.pai import OneShotHparams, OneShotPruner
 
 

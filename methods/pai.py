@@ -12,7 +12,8 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
-from methods.base import Pruner, SearchContext
+from methods.base import Pruner
+from methods.contract import SearchContext
 from methods.hparams import Hparams
 from methods.mask import OpenMask
 
@@ -52,10 +53,7 @@ class OneShotPruner(Pruner):
 
     def project(self, scores: list[Tensor], density: float) -> None:
         """Keep the top `density` of `scores`, globally or per layer (`scope`)."""
-        if self.hp.scope == "global":
-            self.project_global(density, scores)
-        else:
-            self.project_layerwise(density, scores)
+        self.project_global(density, scores, layerwise=self.hp.scope != "global")
 
     def finalize(self) -> None:
         """The mask was fixed in `prepare`."""

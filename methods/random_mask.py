@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods.base import SearchContext
+from methods.contract import SearchContext
 from methods.pai import OneShotHparams, OneShotPruner
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from benchmarks.zoo import build_model
 from methods import get_method
-from methods.base import SearchContext
+from methods.contract import SearchContext
 from methods.sanity import ablate
 
 

@@ -12,7 +12,7 @@ import torch
 from benchmarks.spec import Cell
 from benchmarks.paths import search_snapshot
 from benchmarks.cell import build_pruner, run_cell
-from benchmarks.trainer import train
+from benchmarks.phases import train
 from tests.conftest import tiny_splits
 
 CPU = torch.device("cpu")
@@ -86,11 +86,11 @@ def test_a_cell_runs_the_phases_its_method_lists(monkeypatch):
     """The trainer runs `Pruner.phases()` as given, in that order, and nothing else: a method that drops the
     BatchNorm recalibration and lists the sanity ablation before finalize gets exactly that, and an unknown
     phase name is refused before anything runs."""
-    from benchmarks import trainer
+    from benchmarks import phases
 
     calls = []
-    for name, fn in list(trainer.PHASE_RUNNERS.items()):
-        monkeypatch.setitem(trainer.PHASE_RUNNERS, name, lambda run, plan, name=name, fn=fn: (calls.append(name), fn(run, plan)))
+    for name, fn in list(phases.PHASE_RUNNERS.items()):
+        monkeypatch.setitem(phases.PHASE_RUNNERS, name, lambda run, plan, name=name, fn=fn: (calls.append(name), fn(run, plan)))
     splits = tiny_splits(n=64)
     cell = Cell(method="crbg", arch="lenet300", dataset="tiny", target_sparsity=0.8, seed=0)
     pruner = build_pruner(cell, splits)

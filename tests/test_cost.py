@@ -58,7 +58,8 @@ def test_structured_ticket_counts_the_columns_of_removed_units():
 
 def test_deployable_forms_compute_the_ticket_and_leave_the_pruner_intact():
     p = pruner("edgepopup", "lenet300", (1, 28, 28), 0.9)
-    forms = deployable_forms(p)
+    forms = deployable_forms(p, (1, 28, 28))
+    assert "slim" not in forms  # unstructured: nothing to cut out
     x = torch.randn(5, 1, 28, 28)
     p.model.eval()
     with torch.no_grad():
@@ -84,3 +85,16 @@ def test_measure_latency_fills_its_columns(tmp_path, mnist_data_root):
         for batch in (1, 64):
             assert 0 < row[f"latency_ms_{form}_b{batch}"] < 1000
     assert row.latency_threads >= 1 and row.flops < row.flops_dense
+
+
+def test_a_structured_ticket_is_timed_slimmed_too(tmp_path, mnist_data_root):
+    """A structured ticket that slims exactly gets a fourth timed form, `slim`, beside dense, masked and csr."""
+    from benchmarks.cli import main
+    import pandas as pd
+
+    out = tmp_path / "o"
+    assert main(["run", "--methods", "crbg", "--granularity", "structured", "--sparsity", "0.5", "--epochs", "1",
+                 "--train-size", "300", "--measure-latency", "--arch", "lenet300", "--dataset", "mnist",
+                 "--data-root", str(mnist_data_root), "--out", str(out), "--no-progress"]) == 0
+    row = pd.read_csv(out / "runs.csv").iloc[0]
+    assert 0 < row.latency_ms_slim_b1 < 1000 and 0 < row.latency_ms_slim_b64 < 1000

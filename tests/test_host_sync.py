@@ -21,7 +21,8 @@ from torch.utils.data import TensorDataset
 
 from benchmarks.data import CIFAR_STATS, Splits, crop_flip, load_dataset, normalizer
 from benchmarks.recipe import Recipe
-from benchmarks.trainer import CellRun, search_step, train
+from benchmarks.phases import train
+from benchmarks.trainer import CellRun, search_step
 from benchmarks.zoo import build_model
 from methods import METHODS, get_method
 from methods.edgepopup import BandedThreshold

@@ -73,7 +73,7 @@ def test_imp_on_conv_nets_trains_prunes_and_lands_on_the_target(arch, shape):
     exactly the target, and the surviving weights are rewound to the rewind point before the last training."""
     from benchmarks.spec import Cell
     from benchmarks.cell import build_pruner
-    from benchmarks.trainer import train
+    from benchmarks.phases import train
     from tests.conftest import tiny_splits
 
     splits = tiny_splits(shape, n=32)

@@ -50,7 +50,7 @@ def test_no_import_cycle():
     assert "benchmarks.cell" in graph["benchmarks.executors"] and "benchmarks.executors" in graph["benchmarks.sweep"]
 
 
-ONE_CONCEPT = {"benchmarks.trainer": "the phases of one cell", "benchmarks.spec": "a sweep's settings and cells"}
+ONE_CONCEPT = {"benchmarks.trainer": "the epoch loops of one cell", "benchmarks.spec": "a sweep's settings and cells"}
 
 
 def test_modules_stay_small_unless_one_concept():

@@ -12,7 +12,7 @@ from torch import nn
 from benchmarks.cli import main
 from benchmarks.errors import UserError
 from benchmarks.spec import SweepSpec
-from benchmarks.trainer import train
+from benchmarks.phases import train
 from benchmarks.zoo import build_model, set_activation
 from methods import get_method
 from tests.conftest import tiny_splits

@@ -8,7 +8,7 @@ import torch
 
 from benchmarks.spec import Cell
 from benchmarks.cell import build_pruner
-from benchmarks.trainer import train
+from benchmarks.phases import train
 from benchmarks.zoo import MODELS
 from methods import METHODS
 from tests.conftest import tiny_splits
