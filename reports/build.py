@@ -141,7 +141,8 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
                      *[c for c in costs if c.startswith("speedup_") and c != "speedup_flops"]]
             idx.text("What each ticket buys against the dense model: fewer multiply-adds (x), smaller storage (x) "
                      "and, where `--measure-latency` timed them, the measured CPU speed-up of each deployable form "
-                     "(masked: zeros in dense weights; csr: Linear layers as torch.sparse CSR) at batch 1 and 64.")
+                     "(masked: zeros in dense weights; csr: Linear layers as torch.sparse CSR; slim: a structured ticket's "
+                     "removed units cut out) at batch 1 and 64.")
             idx.table(tables.frame_markdown(costs[shown].round(2)), None, [f"cost_{slug}.csv"])
         psanity = sanity[(sanity.dataset == dataset) & (sanity.arch == arch) & (sanity.regime == regime)]
         if len(psanity):
