@@ -104,3 +104,24 @@ def test_a_cell_runs_the_phases_its_method_lists(monkeypatch):
     with pytest.raises(ValueError, match="unknown phase"):
         train(pruner, splits, epochs=1, batch_size=32, device=CPU, seed=0, progress=False)
     assert calls == ["prepare", "search", "finalize"]
+
+
+def test_batchnorm_is_recalibrated_under_the_final_mask_in_the_strong_regime_only():
+    """Strong regime: BatchNorm statistics are recomputed under the final mask (`bn_recalibrated`), so a channel
+    the structured ticket removed has running mean and variance exactly 0 (it was open, with other statistics,
+    during the search). Weak regime: the weights are trained under the final mask, nothing to recalibrate."""
+    splits = tiny_splits(shape=(3, 16, 16), n=64)
+    cell = Cell(method="crbg", arch="resnet20", dataset="tiny", target_sparsity=0.5, seed=0,
+                granularity="structured")
+    pruner = build_pruner(cell, splits)
+    result = train(pruner, splits, epochs=1, batch_size=32, device=CPU, seed=0, progress=False)
+    assert result.bn_recalibrated
+    conv, bn = pruner.model.conv1, pruner.model.bn1
+    dead = ~pruner.masks()["conv1"].flatten(1).any(dim=1)
+    assert dead.any() and (~dead).any()
+    assert torch.equal(bn.running_mean[dead], torch.zeros(int(dead.sum())))
+    assert torch.equal(bn.running_var[dead], torch.zeros(int(dead.sum())))
+    assert (bn.running_var[~dead] > 0).all() and conv.weight.shape[0] == dead.numel()
+    weak = build_pruner(dataclasses.replace(cell, regime="weak", granularity="unstructured"), splits)
+    assert not train(weak, splits, epochs=1, batch_size=32, device=CPU, seed=0, progress=False,
+                     train_epochs=1).bn_recalibrated

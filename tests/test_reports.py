@@ -319,3 +319,29 @@ def test_roles_come_from_the_method_class_and_drive_the_report(tmp_path):
     runs = load([old]).runs
     roles = dict(zip(runs["method"] + runs["sanity"], runs["role"]))
     assert roles == {"densenone": "reference", "snipnone": "baseline", "crbgrandom": "sanity"}
+
+
+def test_report_over_two_folders_with_missing_failed_and_duplicate_cells(tmp_path, capsys):
+    """End to end over two folders: a failed seed is neither a zero nor a finished seed, a grid point with no
+    row at all is listed in missing.csv (state missing) beside the failed one (state failed), and a cell found in
+    both folders counts once, with the later folder's row."""
+    a = [run_row("crbg", 0.5, 0, 90.0), run_row("crbg", 0.5, 1, 92.0), run_row("crbg", 0.9, 0, 88.0),
+         run_row("crbg", 0.9, 1, 0.0, status="failed"), run_row("edgepopup", 0.5, 0, 91.0),
+         run_row("edgepopup", 0.5, 1, 93.0), run_row("edgepopup", 0.9, 0, 89.0),  # edgepopup 0.9 seed 1: no row
+         run_row("cts", 0.5, 0, 90.0), run_row("cts", 0.5, 1, 90.0)]  # cts at 0.9: no row at all
+    b = [run_row("crbg", 0.5, 0, 94.0)]  # the same cell id as in a, rerun
+    folders = [fake_results(tmp_path / "a", a), fake_results(tmp_path / "b", b)]
+    out = tmp_path / "rep"
+    assert main(["report", *map(str, folders), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "table_mnist_lenet300_strong.csv").set_index(["series", "target_sparsity"])
+    assert table.loc[("crbg", 0.5), "mean"] == pytest.approx(93.0)  # (94 from b + 92) / 2, not 90 from a
+    assert table.loc[("crbg", 0.9), "mean"] == 88.0 and table.loc[("crbg", 0.9), "seeds"] == 1
+    assert table.loc[("edgepopup", 0.9), "seeds"] == 1
+    gaps = pd.read_csv(out / "missing.csv")
+    assert sorted(map(tuple, gaps[["series", "target_sparsity", "seed", "state"]].values.tolist())) == [
+        ("crbg", 0.9, 1, "failed"), ("cts", 0.9, 0, "missing"), ("cts", 0.9, 1, "missing"),
+        ("edgepopup", 0.9, 1, "missing")]
+    index = (out / "index.md").read_text()
+    assert "4 grid points have no finished row" in index and "| crbg | 0.9 | 1 | failed |" in index.replace("0.90", "0.9")
+    md = (out / "table_mnist_lenet300_strong.md").read_text()
+    assert "| cts | 90.00 ± 0.00 | – |" in md  # a target without any finished seed: a dash, never a zero
