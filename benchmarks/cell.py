@@ -16,7 +16,8 @@ from benchmarks.console import log
 from benchmarks.cost import latency, ticket_cost
 from benchmarks.data import Splits
 from benchmarks.paths import checkpoint_path, search_snapshot, write_marker
-from benchmarks.spec import Cell
+from benchmarks.settings import cell_fields
+from benchmarks.spec import Cell, SweepSpec
 from benchmarks.phases import train
 from benchmarks.trainer import Checkpoint, Speed
 from benchmarks.zoo import build_model
@@ -71,7 +72,9 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
     the sanity cell runs its own search."""
     start = time.time()
     base = {"cell": cell.id, "method": cell.method, "role": get_method(cell.method).role(cell.sanity),
-            "granularity": cell.granularity, "regime": cell.regime, "sanity": cell.sanity, "arch": cell.arch, "dataset": cell.dataset, "target_sparsity": cell.target_sparsity}
+            "granularity": cell.granularity, "sanity": cell.sanity, "arch": cell.arch, "dataset": cell.dataset,
+            "target_sparsity": cell.target_sparsity, "seed": cell.seed,
+            **{f.name: getattr(cell, f.name) for f in cell_fields(SweepSpec)}}  # regime, epochs, batch size, ...
     recipe = cell.recipe
     try:
         splits = splits.with_train_size(cell.train_size)
@@ -96,8 +99,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
                        checkpoint=own, recipe=recipe, speed=Speed(amp=cell.amp, compile=compile),
                        share_search=share)
     except Exception as e:  # any failure inside a cell (NaN, CUDA OOM, a bug in a method) is a failed row
-        run = {**base, "seed": cell.seed, "epochs": cell.epochs, "batch_size": cell.batch_size,
-               "wall_s": round(time.time() - start, 2), **versions(device), "status": "failed",
+        run = {**base, "wall_s": round(time.time() - start, 2), **versions(device), "status": "failed",
                "error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
         return CellResult(run, [], [], None)
     report, masks = pruner.report(), pruner.masks()
@@ -117,16 +119,15 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
         **base,
         "sparsity": report.sparsity,
         "unit_sparsity": report.unit_sparsity,
-        "seed": cell.seed, "epochs": cell.epochs, "batch_size": cell.batch_size,
         "test_acc": result.test_acc, "val_acc": result.val_acc, **result.projection,
         "prunable_weights": report.weights, "kept_weights": report.kept,
         "layer_collapse": len(report.collapsed), "collapsed_layers": ";".join(report.collapsed), **cost,
         "search_epochs": result.search_epochs, "search_s": result.search_s, "search_from": result.search_from,
         "train_epochs": result.train_epochs, "train_s": result.train_s,
         **({f"train_{k}": v for k, v in recipe.to_dict().items()} if result.train_epochs else {}),
-        "weight_init": pruner.weight_init, "activation": cell.activation, "exclude": ";".join(cell.exclude), "val_size": cell.val_size,
+        "weight_init": pruner.weight_init, "exclude": ";".join(cell.exclude),
         "train_size": cell.train_size or len(splits.train), "tuned": cell.tuned or "default",
-        "bn_recalibrated": result.bn_recalibrated, "amp": cell.amp, "compile": compile,
+        "bn_recalibrated": result.bn_recalibrated, "compile": compile,
         "wall_s": round(time.time() - start + result.wall_before, 2), **versions(device),
         **{f"hp_{k}": v for k, v in pruner.record().items()},
         "status": status, "error": error,

@@ -11,9 +11,12 @@ from typing import Any, Callable
 SCALARS: dict[str, type] = {"int": int, "float": float, "str": str}
 
 
-def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, metavar: str | None = None) -> Any:
-    """A settings field with its flag's help text (the default is appended) and allowed values."""
-    meta = {"help": help, "choices": choices, "metavar": metavar}
+def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, metavar: str | None = None,
+            cell: bool = False) -> Any:
+    """A settings field with its flag's help text (the default is appended) and allowed values. `cell`: the
+    value is copied unchanged into every cell (a `Cell` field of the same name: part of the cell's identity)
+    and written as a column of its rows (`cell_fields`)."""
+    meta = {"help": help, "choices": choices, "metavar": metavar, "cell": cell}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -32,6 +35,11 @@ def csv_list(kind: type) -> Callable[[str], list]:
 def flag_fields(cls: type) -> list[dataclasses.Field]:
     """The fields of `cls` declared with `setting` (those that are flags)."""
     return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def cell_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of `cls` declared with ``setting(..., cell=True)``: copied into cells and rows as they are."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("cell")]
 
 
 def _shown(value: Any) -> str:

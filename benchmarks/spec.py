@@ -20,7 +20,7 @@ import yaml
 
 from benchmarks.errors import UserError
 from benchmarks.recipe import Recipe
-from benchmarks.settings import setting
+from benchmarks.settings import cell_fields, setting
 from benchmarks.zoo import ACTIVATIONS
 from methods import METHODS, get_method
 from methods.contract import REGIMES
@@ -169,31 +169,33 @@ class SweepSpec:
                           "(lottery ticket): the mask is found, then its surviving weights are trained from init (or "
                           "the method's rewind point) with the --train-* recipe; joint: weights and mask are trained "
                           "together in the search (the recipe for the weights), the binary mask is evaluated, no "
-                          "retraining (methods with a search loop)", REGIMES)
-    epochs: int = setting(10, "search epochs per cell (imp: per round)")
+                          "retraining (methods with a search loop)", REGIMES, cell=True)
+    epochs: int = setting(10, "search epochs per cell (imp: per round)", cell=True)
     train_epochs: int | None = setting(None, "weight-training epochs after the search in the weak regime, and for "
                                        "dense (default: --epochs)")
     sanity: bool = setting(False, "add sanity-check cells for every mask: random (same layer sparsities), shuffle "
                            "(within each unit), reinit (same mask, new weights); checks resume from their parent's "
                            "finished search instead of repeating it")
-    amp: bool = setting(False, "bf16 autocast in training steps (part of the cell's identity; evaluation in fp32)")
+    amp: bool = setting(False, "bf16 autocast in training steps (part of the cell's identity; evaluation in fp32)",
+                        cell=True)
     compile: bool = setting(False, "torch.compile the training forward (first epoch pays the compilation)")
     measure_latency: bool = setting(False, "time one forward pass of the dense model and of the ticket (dense "
                                     "weights with zeros; Linear layers as torch.sparse CSR) on the CPU, batch 1 and "
                                     "64, median of 30 after warm-up: columns latency_ms_<form>_b<batch> (not part "
                                     "of the cell id)")
-    batch_size: int = setting(128, "batch size")
+    batch_size: int = setting(128, "batch size", cell=True)
     weight_init: str = setting("auto", "initial weights: auto (strong regime midscaled_signed_constant for crbg, cs "
                                "and cts, scaled_signed_constant for edgepopup and kaiming_normal for dense and the "
                                "pruning-at-init baselines; weak regime kaiming_normal for all), " + ", ".join(
                                    WEIGHT_INITS) + " (scaled: fan_in x density; midscaled: fan_in x sqrt(density))")
     activation: str = setting("relu", "nonlinearity replacing the model's nn.ReLU modules (classic nets and "
                               "torchvision ResNets): relu, prelu (PReLU, slope 0.25 at init, trained with the "
-                              "weights), leaky (LeakyReLU 0.01); part of the cell id", ACTIVATIONS)
+                              "weights), leaky (LeakyReLU 0.01); part of the cell id", ACTIVATIONS, cell=True)
     exclude: list[str] = setting([], "glob patterns of module names never masked")
-    val_size: float = setting(0.1, "fraction of the training split held out for validation, a fixed split")
+    val_size: float = setting(0.1, "fraction of the training split held out for validation, a fixed split",
+                              cell=True)
     train_size: int = setting(0, "train on a fixed random subset of N training examples, the same for every cell "
-                              "and seed (validation and test untouched; part of the cell id; 0: all)")
+                              "and seed (validation and test untouched; part of the cell id; 0: all)", cell=True)
     tuned: str | None = setting(None, "run each cell with the best configuration `bench tune` found for its method, "
                                 "arch, dataset, granularity, regime, weight init, activation and target "
                                 "(DIR/tuned.yaml); cells without one use the defaults; rows record "
@@ -292,13 +294,10 @@ class SweepSpec:
 
     def _add(self, out: dict[str, Cell], cls: Any, hparams: tuple, tuned: str, trains: bool, **point: Any) -> None:
         """Add the cell of one grid point (and its sanity checks) to `out`, keyed by id."""
-        base = Cell(**point, regime=self.regime, epochs=self.epochs,
-                    batch_size=self.batch_size,
+        base = Cell(**point, **{f.name: getattr(self, f.name) for f in cell_fields(SweepSpec)},
                     weight_init=cls.default_init(self.regime) if self.weight_init == "auto" else self.weight_init,
-                    exclude=tuple(self.exclude), val_size=self.val_size,
-                    hparams=hparams, tuned=tuned,
-                    train_epochs=(self.train_epochs or self.epochs) if trains else 0, amp=self.amp,
-                    train_size=self.train_size, train=self._recipe.overrides(), activation=self.activation)
+                    exclude=tuple(self.exclude), hparams=hparams, tuned=tuned,
+                    train_epochs=(self.train_epochs or self.epochs) if trains else 0, train=self._recipe.overrides())
         variants = SANITY if self.sanity and not cls.dense else ("none",)
         for variant in variants:
             cell = dataclasses.replace(base, sanity=variant)
