@@ -111,7 +111,7 @@ def test_sigkill_at_random_instants_then_resume(tmp_path):
     mid-search resumed from its checkpoint (said so) instead of restarting, and no checkpoint is left."""
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "benchmarks.cli", "run", "--methods", "crbg,edgepopup", "--arch", "lenet300",
-           "--dataset", "synthetic", "--sparsity", "0.3,0.5,0.7,0.9", "--seeds", "0,1", "--epochs", "30",
+           "--dataset", "synthetic", "--sparsity", "0.5,0.9", "--seeds", "0,1", "--epochs", "30",
            "--batch-size", "32", "--no-progress", "--out", str(out)]
     rng = random.Random(0)
     finished_mtimes: dict[str, int] = {}
@@ -139,11 +139,11 @@ def test_sigkill_at_random_instants_then_resume(tmp_path):
     for cell, mtime in finished_mtimes.items():
         assert (out / "masks" / f"{cell}.pt").stat().st_mtime_ns == mtime
     runs = pd.read_csv(out / "runs.csv")
-    assert len(runs) == 16 and runs.cell.is_unique and (runs.status == "ok").all()
+    assert len(runs) == 8 and runs.cell.is_unique and (runs.status == "ok").all()
     curves = pd.read_csv(out / "curves.csv")
-    assert len(curves) == 16 * 30 and not curves.duplicated(["cell", "epoch"]).any()
+    assert len(curves) == 8 * 30 and not curves.duplicated(["cell", "epoch"]).any()
     layers = pd.read_csv(out / "layers.csv")
-    assert len(layers) == 16 * 3 and set(layers.cell) == set(runs.cell)
+    assert len(layers) == 8 * 3 and set(layers.cell) == set(runs.cell)
     assert os.listdir(out / "running") == []  # every cell that ran to the end removed its marker
     assert os.listdir(out / "checkpoints") == []  # and its checkpoint
 
