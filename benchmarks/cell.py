@@ -7,7 +7,7 @@ import platform
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -60,10 +60,14 @@ def sanity_parent(cell: Cell) -> Cell:
 
 def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = True,
              checkpoints: str | Path | None = None, running: str | Path | None = None,
-             compile: bool = False, share_search: bool = False, measure_latency: bool = False) -> CellResult:
-    """Run one cell and turn its outcome into rows. A failure inside the cell becomes a failed row.
+             compile: bool = False, share_search: bool = False, measure_latency: bool = False,
+             on_epoch: Callable[[dict[str, Any]], None] | None = None, test: bool = True,
+             passthrough: tuple[type[BaseException], ...] = ()) -> CellResult:
+    """Run one cell and turn its outcome into rows. A failure inside the cell becomes a failed row, except
+    exceptions of the `passthrough` types (a tuning trial pruned from `on_epoch`), which propagate.
     With a `checkpoints` folder the cell saves its state every epoch there and resumes from it; with a
-    `running` folder it writes its progress to its marker there every epoch.
+    `running` folder it writes its progress to its marker there every epoch. `on_epoch` sees every epoch's
+    curve row; `test=False` never touches the test set (tuning: test_acc is NaN).
 
     Sanity checks differ from their parent cell only after the search, so with `share_search` a parent
     publishes its end-of-search checkpoint (`search_snapshot`) and a sanity cell that finds it resumes from
@@ -79,25 +83,28 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
     try:
         splits = splits.with_train_size(cell.train_size)
         pruner = build_pruner(cell, splits)
-        report_epoch = None
-        if running:
-            marker = Path(running) / cell.id
-            total = {"search": cell.epochs, "train": cell.train_epochs}
+        marker = Path(running) / cell.id if running else None
+        total = {"search": cell.epochs, "train": cell.train_epochs}
 
-            def report_epoch(row: dict[str, Any]) -> None:
+        def report_epoch(row: dict[str, Any]) -> None:
+            if marker is not None:
                 try:  # a Ray node without the driver's folder simply shows no progress
                     write_marker(marker, f"{row['phase']} {row['epoch']}/{total.get(row['phase'], '?')}")
                 except OSError:
                     pass
+            if on_epoch is not None:
+                on_epoch(row)
 
         own = checkpoint_path(checkpoints, cell.id)
         if cell.sanity != "none" and own is not None and not own.exists():
             Checkpoint(search_snapshot(checkpoints, sanity_parent(cell).id)).copy_to(own)
         share = search_snapshot(checkpoints, cell.id) if share_search and cell.sanity == "none" else None
         result = train(pruner, splits, cell.epochs, cell.batch_size, device, cell.seed, progress,
-                       on_epoch=report_epoch, train_epochs=cell.train_epochs, sanity=cell.sanity,
+                       on_epoch=report_epoch, test=test, train_epochs=cell.train_epochs, sanity=cell.sanity,
                        checkpoint=own, recipe=recipe, speed=Speed(amp=cell.amp, compile=compile),
                        share_search=share)
+    except passthrough:
+        raise
     except Exception as e:  # any failure inside a cell (NaN, CUDA OOM, a bug in a method) is a failed row
         run = {**base, "wall_s": round(time.time() - start, 2), **versions(device), "status": "failed",
                "error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}

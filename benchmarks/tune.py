@@ -25,8 +25,7 @@ from benchmarks.data import data_root, load_dataset
 from benchmarks.errors import UserError
 from benchmarks.settings import setting
 from benchmarks.spec import SweepSpec, manifest_key
-from benchmarks.cell import build_pruner
-from benchmarks.phases import train
+from benchmarks.cell import run_cell
 from benchmarks.trainer import resolve_device
 from methods import Pruner, get_method
 
@@ -143,7 +142,8 @@ def run_tune(spec: TuneSpec) -> Path:
     out = spec.out_dir
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(spec.device)
-    splits = load_dataset(spec.dataset, data_root(spec.data_root)).to(device).with_train_size(spec.train_size)
+    splits = load_dataset(spec.dataset, data_root(spec.data_root)).to(device)
+    splits.with_train_size(spec.train_size)  # a bad size is one line before any trial; each cell cuts its own
     storage = _storage(spec, out)
     studies = [(m, t) for m in spec.methods for t in spec.sparsity]
     for i, (method, target) in enumerate(studies, 1):
@@ -177,7 +177,6 @@ def run_study(spec: TuneSpec, method: str, target: float, splits, device, storag
         params = {**cls.search_space(trial), **fixed}
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
         (cell,) = _cell_spec(spec, method, target, params).cells()
-        pruner_ = build_pruner(cell, splits)
 
         def report(row: dict[str, Any]) -> None:
             if row["phase"] != "search":
@@ -191,20 +190,22 @@ def run_study(spec: TuneSpec, method: str, target: float, splits, device, storag
                     raise optuna.TrialPruned()
 
         start = time.time()
-        result = train(pruner_, splits, cell.epochs, cell.batch_size, device, cell.seed, False,
-                       on_epoch=report, test=False, train_epochs=cell.train_epochs, recipe=cell.recipe)
-        achieved = pruner_.report().sparsity
+        row = run_cell(cell, splits, device, progress=False, on_epoch=report, test=False,
+                       passthrough=(optuna.TrialPruned,)).run
+        if "val_acc" not in row:  # the cell failed (diverged, a bug); one that missed its target is infeasible
+            raise RuntimeError(row["error"])
+        achieved = row["sparsity"]
         trial.set_user_attr("sparsity", achieved)
         constraint = target - achieved - 1e-3  # <= 0: target reached (0.1 % slack)
         trial.set_user_attr("constraint", constraint)
         if spec.objective == "constrained":
             trial.set_constraint("sparsity_reached", constraint)
         trial.set_user_attr("wall_s", round(time.time() - start, 2))
-        if not math.isfinite(result.val_acc):
+        if not math.isfinite(row["val_acc"]):
             raise RuntimeError("validation accuracy is not finite")
-        print(f"trial {trial.number}: val {result.val_acc:.2f}% sparsity {achieved:.4f} "
+        print(f"trial {trial.number}: val {row['val_acc']:.2f}% sparsity {achieved:.4f} "
               f"{ {k: round(v, 5) if isinstance(v, float) else v for k, v in params.items()} }", flush=True)
-        return (result.val_acc, achieved) if spec.objective == "pareto" else result.val_acc
+        return (row["val_acc"], achieved) if spec.objective == "pareto" else row["val_acc"]
 
     study.optimize(objective, n_trials=spec.trials, catch=(RuntimeError,))
     export(study, spec, method, target)

@@ -249,3 +249,34 @@ def test_a_cell_setting_is_one_declaration_reaching_cells_ids_and_rows():
     row = run_cell(dataclasses.replace(base, epochs=1), tiny_splits(n=64), torch.device("cpu"), progress=False).run
     assert row["status"] == "ok" and all(name in row for name in names)
     assert row["activation"] == "relu" and row["val_size"] == 0.1 and row["train_size"] == 64
+
+
+def test_run_cell_hands_every_epoch_to_its_hook_and_lets_passthrough_errors_out():
+    """`bench tune` runs its trials through `run_cell`: the hook sees every epoch's curve row, `test=False` leaves
+    the test set alone, an exception of a passthrough type (Optuna's TrialPruned) propagates, and any other
+    exception from the hook is the cell's failed row."""
+    import math
+
+    import pytest
+    import torch
+
+    from benchmarks.cell import run_cell
+    from benchmarks.spec import SweepSpec
+    from tests.conftest import tiny_splits
+
+    class Pruned(Exception):
+        pass
+
+    cell = SweepSpec(methods=["edgepopup"], sparsity=[0.5], epochs=2, batch_size=32).cells()[0]
+    seen = []
+    row = run_cell(cell, tiny_splits(n=64), torch.device("cpu"), progress=False, on_epoch=seen.append, test=False).run
+    assert [(r["phase"], r["epoch"]) for r in seen] == [("search", 1), ("search", 2)]
+    assert row["status"] == "ok" and math.isnan(row["test_acc"]) and row["val_acc"] == row["val_acc"]
+
+    def prune(r):
+        raise Pruned
+
+    with pytest.raises(Pruned):
+        run_cell(cell, tiny_splits(n=64), torch.device("cpu"), progress=False, on_epoch=prune, passthrough=(Pruned,))
+    failed = run_cell(cell, tiny_splits(n=64), torch.device("cpu"), progress=False, on_epoch=prune).run
+    assert failed["status"] == "failed" and failed["error"].startswith("Pruned")
