@@ -22,8 +22,10 @@ def slim(model: nn.Module, meta: dict[str, Any]) -> nn.Module:
     do not stand alone (LayerNorm over them, attention heads' reshapes) are left whole. The classifier keeps
     its outputs. Checked: the slimmed model must give the masked one's outputs (max abs difference 1e-5, both
     computed in float64 so that fp32's summation order, which moves ResNet-50 logits of size 40 by 3e-5, does
-    not hide or fake a change) on random inputs, else this fails (a removed unit whose BatchNorm shift or bias
-    still sends a constant on)."""
+    not hide or fake a change) on random inputs, else this fails. A removed unit whose bias (or BatchNorm
+    shift) still sends a constant on is folded into the biases of the Linear layers it feeds
+    (`fold_constants`); a group whose constant reaches a convolution, where zero padding makes it vary at the
+    borders, stays whole."""
     import torch_pruning as tp
 
     from methods.mask import prunable_modules
@@ -51,7 +53,7 @@ def slim(model: nn.Module, meta: dict[str, Any]) -> nn.Module:
         if not idxs or len(idxs) == module.weight.shape[0]:
             continue
         group = graph.get_pruning_group(module, fn, idxs=idxs)
-        if not graph.check_pruning_group(group):
+        if not graph.check_pruning_group(group) or not fold_constants(model, group, example):
             continue
         group.prune()
     for p in model.parameters():
@@ -70,6 +72,40 @@ def slim(model: nn.Module, meta: dict[str, Any]) -> nn.Module:
 def in_float64(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's outputs on `x` computed in float64 (on a copy)."""
     return copy.deepcopy(model).double()(x.double())
+
+
+@torch.no_grad()
+def fold_constants(model: nn.Module, group: Any, example: torch.Tensor) -> bool:
+    """Before a group's units are cut out: for every layer that reads them (its input columns are in the
+    group), the value those columns carry is measured on `example`; zero is fine; a constant (the same for
+    every input and position) is added, times the columns' weights, to a Linear reader's bias, which then
+    computes the same without them. Returns False, folding nothing, where a column varies or a constant would
+    reach a convolution."""
+    readers = [(item.dep.target.module, list(item.idxs)) for item in group.items
+               if getattr(item.dep.handler, "__name__", "") == "prune_in_channels"
+               and isinstance(item.dep.target.module, (nn.Linear, nn.Conv2d))]
+    seen: dict[nn.Module, torch.Tensor] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args: seen.__setitem__(mod, args[0].detach()))
+             for m, _ in readers]
+    try:
+        model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    folds = []
+    for module, idxs in readers:
+        x = seen[module].movedim(1, -1) if isinstance(module, nn.Conv2d) else seen[module]
+        cols = x.reshape(-1, x.shape[-1])[:, idxs]
+        if not cols.abs().max() > 0:
+            continue
+        if isinstance(module, nn.Conv2d) or (cols.amax(0) - cols.amin(0)).abs().max() > 1e-6 * cols.abs().max():
+            return False
+        folds.append((module, module.weight[:, idxs] @ cols[0]))
+    for module, shift in folds:
+        if module.bias is None:
+            module.bias = nn.Parameter(torch.zeros(module.out_features, dtype=shift.dtype), requires_grad=False)
+        module.bias.add_(shift)
+    return True
 
 
 def removable(group: Any, dead: list[int]) -> list[int]:

@@ -141,18 +141,47 @@ def test_structured_crbg_tickets_slim_exactly_on_every_architecture(arch, shape)
     assert (in_float64(slimmed, x) - masked).abs().max() <= 1e-5  # float64: the surgery, not fp32 rounding
 
 
-def test_slim_refuses_a_ticket_it_would_change(tmp_path, capsys):
-    """A BatchNorm after a removed channel still sends a constant on: the slimmed outputs would differ, so the
-    export refuses instead of writing a different network."""
-    from benchmarks.slim import slim
+def test_slim_folds_a_removed_units_constant_into_linear_readers_only(tmp_path):
+    """A removed channel whose BatchNorm shift still sends a constant on: into a Linear reader (through Flatten)
+    the constant is folded into the reader's bias and the channel goes; into a convolution (zero padding makes
+    it vary at the borders) the channel stays. Either way the outputs are the masked model's. A ViT whose MLP
+    biases were trained (weak regime) loses its dead hidden units with their GELU(bias) folded the same way."""
+    from benchmarks.slim import in_float64, slim
+    from benchmarks.zoo import build_model
 
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-                                torch.nn.Flatten(), torch.nn.Linear(4 * 26 * 26, 10, bias=False)).eval()
+    def shifted(head: list) -> torch.nn.Sequential:
+        model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                    *head).eval()
+        with torch.no_grad():
+            model[0].weight[1] = 0
+            model[1].running_mean.fill_(-1.0)  # the dead channel becomes (0 + 1) / std: a constant, not zero
+        return model
+
+    x = torch.randn(3, 1, 28, 28)
+    meta = {"cell": "c", "arch": "a", "input_shape": [1, 28, 28]}
+    into_linear = shifted([torch.nn.Flatten(), torch.nn.Linear(4 * 26 * 26, 10, bias=False)])
+    expected = in_float64(into_linear, x)
+    out = slim(into_linear, dict(meta))
+    assert out[0].weight.shape[0] == 3 and out[4].bias is not None
+    assert (in_float64(out, x) - expected).abs().max() <= 1e-5
+    into_conv = shifted([torch.nn.Conv2d(4, 2, 3, padding=1, bias=False), torch.nn.Flatten(),
+                         torch.nn.Linear(2 * 26 * 26, 10, bias=False)])
+    expected = in_float64(into_conv, x)
+    out = slim(into_conv, dict(meta))
+    assert out[0].weight.shape[0] == 4 and (in_float64(out, x) - expected).abs().max() <= 1e-5
+
+    torch.manual_seed(0)
+    vit = build_model("timm:vit_tiny_patch16_224", 10, (3, 32, 32)).eval()
     with torch.no_grad():
-        model[0].weight[1] = 0
-        model[1].running_mean.fill_(-1.0)  # the dead channel becomes (0 + 1) / std: a constant, not zero
-    with pytest.raises(UserError, match="cannot be slimmed exactly"):
-        slim(model, {"cell": "c", "arch": "a", "input_shape": [1, 28, 28]})
+        for block in vit.blocks:
+            block.mlp.fc1.weight[::2] = 0  # half of the hidden units removed ...
+            block.mlp.fc1.bias.normal_()  # ... with trained, nonzero biases
+    x = torch.randn(2, 3, 32, 32)
+    expected, before = in_float64(vit, x), sum(p.numel() for p in vit.parameters())
+    vit_meta = {"cell": "c", "arch": "vit", "input_shape": [3, 32, 32]}
+    out = slim(vit, vit_meta)
+    assert vit_meta["parameters_slim"] < 0.8 * before and out.blocks[0].mlp.fc1.out_features == 384
+    assert (in_float64(out, x) - expected).abs().max() <= 1e-5
 
 
 def test_export_errors_are_one_line(finished, capsys):
