@@ -58,3 +58,19 @@ def test_cs_at_low_sparsity_keeps_the_mask_it_searched(mnist_data_root, tmp_path
     assert abs(row.sparsity_before_projection - 0.5) <= 0.01
     assert abs(row.val_acc_before_projection - row.val_acc_after_projection) <= 0.5
     assert row.test_acc >= 95.0 and row.hp_floor
+
+
+def test_cts_fill_holds_its_median_mask_at_the_target(mnist_data_root, tmp_path):
+    """CTS at 0.8 on 1,500 images and 240 steps: without the fill the task loss closes the median mask (s > 0)
+    far below the target density (0.99 sparsity) and the final top-k reopens entries the search never trained
+    with (test 9 %); with it (the default) the search ends within 0.01 of the target and the ticket works."""
+    out = tmp_path / "r"
+    base = ["run", "--methods", "cts", "--arch", "lenet300", "--dataset", "mnist", "--sparsity", "0.8",
+            "--train-size", "1500", "--batch-size", "64", "--epochs", "10", "--no-progress",
+            "--data-root", str(mnist_data_root), "--out", str(out)]
+    assert main(base) == 0 and main(base + ["--set", "cts.fill=false"]) == 0
+    runs = pd.read_csv(out / "runs.csv").set_index("hp_fill")
+    filled, plain = runs.loc[True], runs.loc[False]
+    assert abs(filled.sparsity_before_projection - 0.8) <= 0.01 and filled.hp_fill_used
+    assert plain.sparsity_before_projection > 0.81 and not plain.hp_fill_used
+    assert filled.test_acc > plain.test_acc + 20
