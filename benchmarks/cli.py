@@ -96,8 +96,9 @@ def make_parser(command: str | None = "run") -> argparse.ArgumentParser:
                      help="pt (default: the pickled module, needs this package to load), torchscript (torch alone) "
                           "or onnx (for ONNX runtimes; input 'input' of any batch size, output 'logits')")
     exp.add_argument("--slim", action="store_true",
-                     help="physically remove the units the ticket zeroed (Torch-Pruning's dependency graph; exact on "
-                          "plain chains such as lenet300 and Conv-N, refused where it would change the outputs)")
+                     help="physically remove the units the ticket zeroed (Torch-Pruning's dependency graph; residual "
+                          "channels only where every writer zeroed them, attention and LayerNorm'd channels kept; "
+                          "checked to give the masked ticket's outputs, refused otherwise)")
     exp.add_argument("--out", type=Path, help="output file (default FOLDER/exports/<cell>[.slim].pt, .ts or .onnx)")
 
     lst = sub.add_parser("list", help="list the registered methods, archs or datasets, or the result columns")

@@ -12,7 +12,6 @@ the cell's settings and its row's numbers (in ONNX, the model's ``metadata_props
 
 from __future__ import annotations
 
-
 import json
 import warnings
 from pathlib import Path

@@ -20,12 +20,12 @@ def slim(model: nn.Module, meta: dict[str, Any]) -> nn.Module:
     layers' columns, BatchNorm entries). Channels coupled through a residual sum are one group: a channel goes
     only where every layer writing into it zeroed it (`removable`). Groups through operations whose channels
     do not stand alone (LayerNorm over them, attention heads' reshapes) are left whole. The classifier keeps
-    its outputs. Checked: the slimmed model must give the masked one's outputs (max abs difference 1e-5, both
-    computed in float64 so that fp32's summation order, which moves ResNet-50 logits of size 40 by 3e-5, does
-    not hide or fake a change) on random inputs, else this fails. A removed unit whose bias (or BatchNorm
-    shift) still sends a constant on is folded into the biases of the Linear layers it feeds
-    (`fold_constants`); a group whose constant reaches a convolution, where zero padding makes it vary at the
-    borders, stays whole."""
+    its outputs. A removed unit whose bias (or BatchNorm shift) still sends a constant on is folded into the
+    biases of the Linear layers it feeds (`fold_constants`); a group whose constant reaches a convolution,
+    where zero padding makes it vary at the borders, stays whole. Checked: the slimmed model must give the
+    masked one's outputs (max abs difference 1e-5, both computed in float64 so that fp32's summation order,
+    which moves ResNet-50 logits of size 40 by 3e-5, does not hide or fake a change) on random inputs, else
+    this fails."""
     import torch_pruning as tp
 
     from methods.mask import prunable_modules
@@ -61,8 +61,7 @@ def slim(model: nn.Module, meta: dict[str, Any]) -> nn.Module:
     diff = (in_float64(model, example) - before).abs().max().item()
     if diff > 1e-5:
         raise UserError(f"cell {meta['cell']} ({meta['arch']}) cannot be slimmed exactly: outputs move by {diff:.2g} "
-                        f"(its removed units still send a constant on, e.g. through a BatchNorm shift or a bias); "
-                        f"export it without --slim")
+                        f"(computed in float64); export it without --slim")
     meta["slimmed"] = True
     meta["parameters_slim"] = sum(p.numel() for p in model.parameters())
     return model

@@ -157,8 +157,9 @@ class TargetControlled:
 
 
 class DensityFloor:
-    """Density >= target for a mask whose binary form is ``score > centre`` (CS, CTS): every step the centre
-    becomes min(0, q), q the target quantile of the scores. Above the target the method is unchanged; where
+    """Density >= target for a mask whose binary form is ``score > centre`` (CS; CTS's fill reads the same
+    centre to find the logits its top-k keeps): every step the centre becomes min(0, q), q the target
+    quantile of the scores. Above the target the method is unchanged; where
     its loss alone would close more entries than the target allows, the threshold moves down with it, so
     the mask the search trains is the mask the final projection keeps. q is estimated on fixed positions
     (about `QUANTILE_SAMPLE` in all, in proportion to each mask's size; every entry of smaller models),
