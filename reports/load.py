@@ -27,6 +27,13 @@ def legacy_role(method: str, sanity: str) -> str:
     return "reference" if method == "dense" else "baseline" if method in ONE_SHOT else "search"
 
 
+def roles(runs: pd.DataFrame) -> pd.Series:
+    """Each row's `role`: its own, or for rows written before the column the one its method and sanity give."""
+    sanity = runs["sanity"].fillna("none") if "sanity" in runs else pd.Series("none", index=runs.index)
+    legacy = pd.Series([legacy_role(m, s) for m, s in zip(runs["method"], sanity)], index=runs.index, dtype=object)
+    return runs["role"].fillna(legacy) if "role" in runs else legacy
+
+
 @dataclass
 class Results:
     runs: pd.DataFrame      # every row of runs.csv (ok and failed), one per cell
@@ -77,8 +84,7 @@ def load(folders: list[Path]) -> Results:
                        trial_df, folders)
     run_df = pd.concat(runs, ignore_index=True).drop_duplicates("cell", keep="last")
     run_df["sanity"] = run_df["sanity"].fillna("none") if "sanity" in run_df else "none"  # older folders
-    legacy = [legacy_role(m, s) for m, s in zip(run_df["method"], run_df["sanity"])]  # folders before `role`
-    run_df["role"] = run_df["role"].fillna(pd.Series(legacy, index=run_df.index)) if "role" in run_df else legacy
+    run_df["role"] = roles(run_df)
     for col in OK_RUN_COLUMNS:
         run_df[col] = pd.to_numeric(run_df.get(col), errors="coerce")
     known = set(run_df["cell"])

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from reports.load import legacy_role
+from reports.load import roles
 
 PANEL = ["dataset", "arch", "regime"]  # one set of figures and tables per panel
 SERIES = ["method", "granularity", "sanity"]
@@ -139,8 +139,7 @@ def missing_cells(runs: pd.DataFrame) -> pd.DataFrame:
     (the mask methods, each sanity check, and dense at target 0 are separate grids)."""
     df = add_series(runs)
     sanity = df["sanity"] if "sanity" in df else pd.Series("none", index=df.index)
-    roles = df["role"] if "role" in df else [legacy_role(m, s) for m, s in zip(df["method"], sanity)]
-    df["_kind"] = ["reference" if r == "reference" else f"sanity:{s}" for r, s in zip(roles, sanity)]
+    df["_kind"] = ["reference" if r == "reference" else f"sanity:{s}" for r, s in zip(roles(df), sanity)]
     out = []
     for key, panel in df.groupby(PANEL + ["_kind"]):
         key = key[:-1]
