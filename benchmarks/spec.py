@@ -250,6 +250,12 @@ class SweepSpec:
                 raise UserError(f"hyperparameters given for unknown method {m!r}")
         # every method given hyperparameters is validated, also one this run does not include
         self._method_hparams = {m: hparam_grid(m, self.hparams.get(m, {})) for m in [*self.methods, *self.hparams]}
+        for m in self.methods:
+            for hp in self._method_hparams[m]:
+                try:
+                    get_method(m).Hparams(**dict(hp)).check_regime(self.regime)
+                except ValueError as e:
+                    raise UserError(str(e)) from None
         self._tuned = load_tuned(Path(self.tuned)) if self.tuned else {}
 
     @classmethod

@@ -170,11 +170,11 @@ def run_study(spec: TuneSpec, method: str, target: float, splits, device, storag
                                 sampler=optuna.samplers.TPESampler(), pruner=pruner, load_if_exists=True)
 
     # The method's defaults are the first trial, so a study never ends below the default setting.
-    defaults = cls.search_space(optuna.trial.FixedTrial(dataclasses.asdict(cls.Hparams())))
+    defaults = cls.search_space(optuna.trial.FixedTrial(dataclasses.asdict(cls.Hparams())), spec.regime)
     study.enqueue_trial(defaults, skip_if_exists=True)
 
     def objective(trial: optuna.Trial):
-        params = {**cls.search_space(trial), **fixed}
+        params = {**cls.search_space(trial, spec.regime), **fixed}
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
         (cell,) = _cell_spec(spec, method, target, params).cells()
 

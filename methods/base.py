@@ -229,8 +229,8 @@ class Pruner(ABC):
                                f"backward did not pass through those masks' search forward")
 
     @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """Hyperparameters `bench tune` samples from an Optuna trial; empty = nothing to tune."""
+    def search_space(trial: Any, regime: str = "strong") -> dict[str, Any]:
+        """What `bench tune` samples from an Optuna trial for a study in `regime`; empty = nothing to tune."""
         return {}
 
     def penalty(self) -> Tensor:

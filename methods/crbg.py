@@ -165,7 +165,7 @@ class CRBG(TargetControlled, Pruner):
                    for m in self._gates) / self._n_gates
 
     @staticmethod
-    def search_space(trial) -> dict:
+    def search_space(trial, regime: str = "strong") -> dict:
         """Optuna search space (`bench tune`): lambda, sigma, learning rate, mu init and threshold."""
         return {"lam": trial.suggest_float("lam", 1e-3, 1e2, log=True),
                 "lam_rate": trial.suggest_float("lam_rate", 4.0, 400.0, log=True),

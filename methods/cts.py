@@ -202,7 +202,7 @@ class CTS(Pruner):
         self.balance = state["balance"].to(self.device)
 
     @staticmethod
-    def search_space(trial) -> dict:
+    def search_space(trial, regime: str = "strong") -> dict:
         """Optuna search space (`bench tune`): learning rate and temperature."""
         return {"lr": trial.suggest_float("lr", 1e-3, 0.3, log=True),
                 "tau": trial.suggest_float("tau", 0.3, 1.5)}

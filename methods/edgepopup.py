@@ -99,7 +99,7 @@ class EdgePopup(Pruner):
         return EdgePopupMask(weight, structured, self.hp, 1.0 - self.target)
 
     @staticmethod
-    def search_space(trial) -> dict:
+    def search_space(trial, regime: str = "strong") -> dict:
         """Optuna search space (`bench tune`): learning rate and weight decay on the scores."""
         return {"lr": trial.suggest_float("lr", 1e-2, 1.0, log=True),
                 "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True)}

@@ -30,3 +30,6 @@ class Hparams:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def check_regime(self, regime: str) -> None:
+        """Raise ValueError where these settings have no meaning in `regime` (checked before a sweep runs)."""

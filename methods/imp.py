@@ -201,7 +201,7 @@ class IMP(Pruner):
         return {"round": float(self.round + 1)}
 
     @staticmethod
-    def search_space(trial) -> dict:
+    def search_space(trial, regime: str = "strong") -> dict:
         """Optuna search space (`bench tune`): the pruning rate per round and the rewind epoch."""
         return {"rate": trial.suggest_float("rate", 0.1, 0.5), "rewind_epoch": trial.suggest_int("rewind_epoch", 0, 2)}
 

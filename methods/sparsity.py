@@ -71,6 +71,27 @@ def keep_global(scores: list[Tensor], density: float) -> list[Tensor]:
     return [part.view(s.shape) for part, s in zip(keep.split([s.numel() for s in scores]), scores)]
 
 
+def keep_proportional(scores: list[Tensor], kept: list[int], density: float) -> list[Tensor]:
+    """Boolean masks shaped like `scores` keeping exactly the `density` fraction of all their entries, each
+    tensor's share in proportion to `kept` (its entries kept now; largest remainders round), by score within
+    the tensor. A search that ends off its target by e per cent then changes every layer's density by about e
+    per cent, where a global cut would fall on whichever layer's scores sit nearest its threshold."""
+    sizes = [s.numel() for s in scores]
+    total = max(1, round(density * sum(sizes)))
+    if sum(kept) == 0:
+        return keep_global(scores, density)
+    ideal = [k * total / sum(kept) for k in kept]
+    quota = [min(n, int(q)) for n, q in zip(sizes, ideal)]
+    for i in sorted(range(len(sizes)), key=lambda i: ideal[i] - quota[i], reverse=True):
+        if sum(quota) == total:
+            break
+        if quota[i] < sizes[i]:
+            quota[i] += 1
+    for i in range(len(sizes)):  # what no remainder took (full layers) goes to any layer with room
+        quota[i] += min(sizes[i] - quota[i], total - sum(quota))
+    return [topk_mask(s.flatten(), q).view(s.shape) for s, q in zip(scores, quota)]
+
+
 def kth_largest(x: Tensor, k: int) -> Tensor:
     """The k-th largest value of a 1-D tensor, by selection (no full sort)."""
     return torch.kthvalue(x, x.numel() - k + 1).values

@@ -1,8 +1,9 @@
 """Target-sparsity control shared by the penalty-based methods (CRBG, Continuous Sparsification).
 
 A penalty weight lambda is a dual variable updated every step so that the density of the binary mask
-follows a cubic ramp (Zhu and Gupta 2017) from where it starts down to 1 - target; an exact global
-projection at the end (`Pruner.project_global`) then removes the last few hundredths.
+follows a cubic ramp (Zhu and Gupta 2017) from where it starts down to 1 - target; an exact projection
+at the end then removes the last few hundredths: global by score (`Pruner.project_global`, default), or
+``projection`` "proportional", the same share of each layer's kept entries (`keep_proportional`).
 
 Budget independence: every rate is stated per fraction of the search, not per step. ``lam_rate`` is
 how far log lambda may move over the whole search at full error (`BAND`; per step: lam_rate /
@@ -27,10 +28,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from methods.hparams import Hparams
-from methods.sparsity import kth_largest
+from methods.hparams import Hparams, later
+from methods.sparsity import keep_proportional, kth_largest
 
 TARGET_MODES = ("dual+project", "dual", "project", "none")
+PROJECTIONS = ("global", "proportional")
 QUANTILE_SAMPLE = 1 << 16  # entries the density floor's quantile is estimated on (density error ~0.002)
 BAND = 0.1  # a density off its target by this fraction of it moves log lambda at the full rate
 
@@ -46,6 +48,7 @@ class TargetHparams(Hparams):
     lead: float = 0.05  # the controller acts on the density predicted this fraction of the search ahead
     two_sided: bool = True  # also density >= target: a negative penalty weight reopens gates after an overshoot
     target_mode: str = "dual+project"
+    projection: str = later("global")  # how the final projection trims the search's last error (`PROJECTIONS`)
 
     def __post_init__(self) -> None:
         if not (self.lam_rate > 0 and self.lam_down > 0 and 0 < self.ramp <= 1 and 0 <= self.lead <= 1):
@@ -53,6 +56,8 @@ class TargetHparams(Hparams):
         if self.target_mode not in TARGET_MODES:
             raise ValueError(f"{self.method}.target_mode must be one of {', '.join(TARGET_MODES)}, "
                              f"got {self.target_mode!r}")
+        if self.projection not in PROJECTIONS:
+            raise ValueError(f"{self.method}.projection must be one of {', '.join(PROJECTIONS)}, got {self.projection!r}")
 
 
 class DensityController:
@@ -143,7 +148,15 @@ class TargetControlled:
         return "project" in self.hp.target_mode  # without the projection the sparsity is an outcome
 
     def finalize(self) -> None:
-        if "project" in self.hp.target_mode:
+        """The exact projection to the target: `global` keeps the best scores across all layers,
+        `proportional` trims (or tops up) each layer in proportion to what its binary mask keeps now."""
+        if "project" in self.hp.target_mode and self.hp.projection == "proportional":
+            gated = self.gated()
+            keeps = keep_proportional([m.scores() for m in gated], [int(m.binary_mask().sum()) for m in gated],
+                                      1.0 - self.target)
+            for mask, keep in zip(gated, keeps):
+                mask.freeze(keep)
+        elif "project" in self.hp.target_mode:
             self.project_global(1.0 - self.target)
         else:
             super().finalize()
@@ -162,13 +175,13 @@ class DensityFloor:
     quantile of the scores. Above the target the method is unchanged; where
     its loss alone would close more entries than the target allows, the threshold moves down with it, so
     the mask the search trains is the mask the final projection keeps. q is estimated on fixed positions
-    (about `QUANTILE_SAMPLE` in all, in proportion to each mask's size; every entry of smaller models),
-    on the device: no host-device sync."""
+    (about `sample` in all, in proportion to each mask's size; every entry of smaller models), on the
+    device: no host-device sync. Its relative error on the kept count is about 1 / sqrt(sample x density)."""
 
-    def __init__(self, scores: list[Tensor], density: float) -> None:
+    def __init__(self, scores: list[Tensor], density: float, sample: int = QUANTILE_SAMPLE) -> None:
         gen = torch.Generator().manual_seed(0)
         n = sum(s.numel() for s in scores)
-        frac = min(1.0, QUANTILE_SAMPLE / n)
+        frac = min(1.0, sample / n)
         self.sample = [torch.randperm(s.numel(), generator=gen)[:max(1, round(frac * s.numel()))].to(s.device)
                        for s in scores]
         self.density = density
@@ -177,6 +190,8 @@ class DensityFloor:
         self.sample = [idx.to(device) for idx in self.sample]
 
     @torch.no_grad()
-    def centre(self, scores: list[Tensor]) -> Tensor:
+    def centre(self, scores: list[Tensor], floor_only: bool = True) -> Tensor:
+        """min(0, q); with `floor_only` False, q itself (the binary mask then holds the target on both sides)."""
         vals = torch.cat([s.flatten()[idx] for s, idx in zip(scores, self.sample)])
-        return kth_largest(vals, max(1, round(self.density * vals.numel()))).clamp(max=0.0)
+        q = kth_largest(vals, max(1, round(self.density * vals.numel())))
+        return q.clamp(max=0.0) if floor_only else q

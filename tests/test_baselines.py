@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from benchmarks.errors import UserError
 from benchmarks.zoo import build_model
 from methods import get_method
 from methods.contract import SearchContext
@@ -48,6 +49,78 @@ def test_cs_soft_mask_temperature_schedule_and_round_reset():
     n = sum(m.s.numel() for m in pruner.gated())
     expected = pruner.control.lam * sum(torch.sigmoid(m.beta * m.s).sum() for m in pruner.gated()) / n
     assert torch.allclose(pruner.penalty(), expected)
+
+
+def test_cs_mask_optimiser_is_adam_in_the_strong_regime_sgd_where_weights_train():
+    """auto: Adam on the logits alone in the strong regime (its rate per search, as SGD's), the paper's SGD where
+    weights train with them; Adam with trained weights is refused before a sweep runs."""
+    from benchmarks.spec import SweepSpec
+    from methods.schedules import per_search_lr
+
+    strong, weak = (get_method("cs")(lenet(), 0.8, regime=r) for r in ("strong", "weak"))
+    opt, _ = strong.optimizer(100)
+    assert isinstance(opt, torch.optim.Adam) and strong.record()["mask_optimizer"] == "adam"
+    assert opt.param_groups[0]["lr"] == pytest.approx(per_search_lr(strong.hp.adam_lr, strong.hp.lr_ref_steps, 100))
+    opt, _ = weak.optimizer(100)
+    assert isinstance(opt, torch.optim.SGD) and len(opt.param_groups) == 2 and weak.record()["mask_optimizer"] == "sgd"
+    with pytest.raises(UserError, match="cs.optimizer=adam trains the mask logits alone; the weak regime"):
+        SweepSpec(methods=["cs"], regime="weak", hparams={"cs": {"optimizer": "adam"}})
+    plain = get_method("cs")(lenet(), 0.8, hparams=get_method("cs").Hparams(optimizer="sgd", momentum=0.0))
+    assert isinstance(plain.optimizer(10)[0], torch.optim.SGD)  # no momentum: plain SGD, not a Nesterov error
+
+
+def test_proportional_projection_trims_each_layer_by_its_share():
+    """A search 0.5 % over its target density whose smallest kept scores all sit in the output layer: the global
+    projection strips that layer, the proportional one (CS's default) takes the same share from every layer."""
+    from methods.sparsity import keep_proportional
+
+    def ended_over_target(projection: str) -> tuple[list[int], list[int]]:
+        p = get_method("cs")(lenet(), 0.8, hparams=get_method("cs").Hparams(projection=projection))
+        gen = torch.Generator().manual_seed(0)
+        for m in p.gated():  # density 0.205 at threshold 0, the output layer's kept logits nearest it
+            s = torch.randn(m.s.shape, generator=gen)
+            s -= torch.quantile(s.flatten()[:100_000], 0.795)
+            m.s.data = torch.where(s > 0, s * 1e-3, s) if m.s.numel() == 1000 else s
+        before = [int(m.binary_mask().sum()) for m in p.gated()]
+        p.finalize()
+        return before, [int(m.current_mask().sum()) for m in p.gated()]
+
+    total = sum(m.s.numel() for m in get_method("cs")(lenet(), 0.8).gated())
+    for projection in ("global", "proportional"):
+        before, after = ended_over_target(projection)
+        assert sum(after) == round(0.2 * total)
+        cut = [1 - a / b for a, b in zip(after, before)]
+        if projection == "global":
+            assert cut[-1] > 0.1 and max(cut[:-1]) < 0.03, cut
+        else:
+            assert max(cut) - min(cut) < 0.01 and max(cut) < 0.04, cut
+    scores = [torch.randn(100), torch.randn(10), torch.randn(5)]  # topped up where a layer is full; exact totals
+    for kept, density in (([50, 5, 2], 0.4), ([100, 10, 0], 0.9), ([0, 0, 0], 0.3), ([100, 10, 5], 0.99)):
+        keep = keep_proportional(scores, kept, density)
+        assert sum(int(k.sum()) for k in keep) == round(density * 115)
+        assert all(int(k.sum()) <= s.numel() for k, s in zip(keep, scores))
+
+
+def test_cs_density_ceiling_holds_the_target_from_the_ramps_end():
+    """Above the target the centre stays at 0 while the density ramp runs; from its end (`ramp` of the search)
+    the centre is the target quantile on both sides, so the binary mask holds the target density exactly.
+    `ceiling=False` keeps plain CS above the target (the mask frozen short of 0.99 was cut 4 % by the projection)."""
+    def pruner(**hp):
+        p = get_method("cs")(lenet(), 0.8, hparams=get_method("cs").Hparams(**hp))
+        p.optimizer(100)
+        gen = torch.Generator().manual_seed(2)
+        for m in p.gated():  # density 0.3 at threshold 0, above the 0.2 target
+            m.s.data = torch.randn(m.s.shape, generator=gen) + 0.524
+        return p
+
+    p, plain = pruner(), pruner(ceiling=False)
+    for q in (p, plain):
+        q.on_step(10)  # during the ramp (it ends at step 50): plain CS above the target
+        assert float(q.gated()[0].centre) == 0.0
+    p.on_step(60), plain.on_step(60)
+    assert float(p.gated()[0].centre) > 0 and float(p.density()) == pytest.approx(0.2, abs=1e-4)
+    assert float(plain.gated()[0].centre) == 0.0 and float(plain.density()) > 0.25
+    assert p.record()["density_ceiling"] and not plain.record()["density_ceiling"]
 
 
 def test_cs_strong_freezes_weights_weak_trains_them_and_rewinds():
