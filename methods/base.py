@@ -18,8 +18,7 @@ from torch.nn.utils import parametrize
 from methods.hparams import Hparams
 from methods.init import DEFAULT_WEIGHT_INIT, init_weight
 from methods.mask import FixedMask, Mask, prunable_modules
-from methods.sparsity import LayerSparsity, SparsityReport, keep_global, remove_dead_columns, topk_mask
-
+from methods.sparsity import LayerSparsity, SparsityReport, keep_global, keep_proportional, remove_dead_columns, topk_mask
 from methods.contract import REGIMES, Granularity, Regime, SearchContext
 
 
@@ -276,13 +275,14 @@ class Pruner(ABC):
     def device(self) -> torch.device:
         return self.layers[0][1].parametrizations.weight.original.device
 
-    def project_global(self, density: float, scores: list[Tensor] | None = None, layerwise: bool = False) -> None:
+    def project_global(self, density: float, scores: list[Tensor] | None = None, layerwise: bool = False,
+                       shares: list[int] | None = None) -> None:
         """Exact projection: keep the `density` fraction of mask entries with the largest scores (default: each
-        mask's `scores()`), globally or, `layerwise`, in every layer; the count is exact even where scores tie."""
+        mask's `scores()`), globally, `layerwise` in every layer, or in proportion to `shares`; counts exact."""
         gated = self.gated()
         scores = scores if scores is not None else [mask.scores() for mask in gated]
         keeps = [topk_mask(s.flatten(), max(1, round(density * s.numel()))) for s in scores] if layerwise \
-            else keep_global(scores, density)
+            else keep_global(scores, density) if shares is None else keep_proportional(scores, shares, density)
         for mask, keep in zip(gated, keeps):
             mask.freeze(keep.view(mask.mask_shape))
 

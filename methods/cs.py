@@ -174,7 +174,8 @@ class ContinuousSparsification(TargetControlled, Pruner):
         self._masks = self.gated()
         self._n = sum(m.s.numel() for m in self._masks)
         density = 1.0 - self.target  # the quantile's sample holds ~QUANTILE_SAMPLE entries on its rarer side
-        self._floor = DensityFloor([m.s for m in self._masks], density, round(QUANTILE_SAMPLE / min(density, 1 - density)))
+        self._floor = DensityFloor([m.s for m in self._masks], density,
+                                   round(QUANTILE_SAMPLE / min(density, 1 - density)))
         self.init_control()
         self.steps_per_round = 1
 
@@ -195,8 +196,8 @@ class ContinuousSparsification(TargetControlled, Pruner):
         self.steps_per_round = max(1, total_steps // self.hp.rounds)
         masks = {"params": self.mask_parameters(), "weight_decay": 0.0}
         if self.mask_optimizer == "adam":
-            masks = {**masks, "lr": per_search_lr(self.hp.adam_lr, self.hp.lr_ref_steps, total_steps)}
-            opt = torch.optim.Adam([masks], lr=masks["lr"], fused=True)  # one kernel, no step count read back
+            opt = torch.optim.Adam([masks], lr=per_search_lr(self.hp.adam_lr, self.hp.lr_ref_steps, total_steps),
+                                   fused=True)  # one kernel, no step count read back
         else:
             opt = torch.optim.SGD([masks], lr=per_search_lr(self.hp.lr, self.hp.lr_ref_steps, total_steps),
                                   momentum=self.hp.momentum, nesterov=self.hp.momentum > 0)

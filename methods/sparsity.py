@@ -78,9 +78,10 @@ def keep_proportional(scores: list[Tensor], kept: list[int], density: float) -> 
     per cent, where a global cut would fall on whichever layer's scores sit nearest its threshold."""
     sizes = [s.numel() for s in scores]
     total = max(1, round(density * sum(sizes)))
-    if sum(kept) == 0:
+    n_kept = sum(kept)
+    if n_kept == 0:
         return keep_global(scores, density)
-    ideal = [k * total / sum(kept) for k in kept]
+    ideal = [k * total / n_kept for k in kept]
     quota = [min(n, int(q)) for n, q in zip(sizes, ideal)]
     for i in sorted(range(len(sizes)), key=lambda i: ideal[i] - quota[i], reverse=True):
         if sum(quota) == total:

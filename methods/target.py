@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from methods.hparams import Hparams, later
-from methods.sparsity import keep_proportional, kth_largest
+from methods.sparsity import kth_largest
 
 TARGET_MODES = ("dual+project", "dual", "project", "none")
 PROJECTIONS = ("global", "proportional")
@@ -57,7 +57,8 @@ class TargetHparams(Hparams):
             raise ValueError(f"{self.method}.target_mode must be one of {', '.join(TARGET_MODES)}, "
                              f"got {self.target_mode!r}")
         if self.projection not in PROJECTIONS:
-            raise ValueError(f"{self.method}.projection must be one of {', '.join(PROJECTIONS)}, got {self.projection!r}")
+            raise ValueError(f"{self.method}.projection must be one of {', '.join(PROJECTIONS)}, "
+                             f"got {self.projection!r}")
 
 
 class DensityController:
@@ -150,16 +151,10 @@ class TargetControlled:
     def finalize(self) -> None:
         """The exact projection to the target: `global` keeps the best scores across all layers,
         `proportional` trims (or tops up) each layer in proportion to what its binary mask keeps now."""
-        if "project" in self.hp.target_mode and self.hp.projection == "proportional":
-            gated = self.gated()
-            keeps = keep_proportional([m.scores() for m in gated], [int(m.binary_mask().sum()) for m in gated],
-                                      1.0 - self.target)
-            for mask, keep in zip(gated, keeps):
-                mask.freeze(keep)
-        elif "project" in self.hp.target_mode:
-            self.project_global(1.0 - self.target)
-        else:
-            super().finalize()
+        if "project" not in self.hp.target_mode:
+            return super().finalize()
+        kept = [int(m.binary_mask().sum()) for m in self.gated()] if self.hp.projection == "proportional" else None
+        self.project_global(1.0 - self.target, shares=kept)
 
     def extra_state(self) -> dict:
         return {**super().extra_state(), "control": self.control.state_dict()}
