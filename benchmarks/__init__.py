@@ -14,7 +14,15 @@ and import that module before running (``bench`` imports the modules named in ``
 A ticket written by ``bench export`` loads as a plain module: ``from benchmarks import load_ticket``.
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# Intel MKL's strict reproducibility mode: its matrix products (PyTorch's CPU Linear layers) give the same bits
+# at any thread count, so a cell's row does not depend on the executor that ran it (sequential, --workers,
+# Ray give their cells different thread counts). MKL reads it once, at its first call: this import must come
+# before any CPU matrix product of the process. Set MKL_CBWR yourself to choose otherwise.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 _LAZY = {"Splits": "benchmarks.data", "register_dataset": "benchmarks.data", "register_model": "benchmarks.zoo",
          "load_ticket": "benchmarks.export"}

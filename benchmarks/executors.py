@@ -35,6 +35,7 @@ class Job:
     compile: bool = False
     share_search: bool = False  # parents publish their end-of-search state for their sanity checks
     measure_latency: bool = False  # time the dense model and the ticket's deployable forms (`benchmarks.cost`)
+    threads: int = 0  # torch CPU threads per cell; 0: the executor's share of the cores
 
 
 @lru_cache(maxsize=4)
@@ -55,6 +56,8 @@ def run_job(cell: Cell, job: Job) -> CellResult:
     from benchmarks.trainer import resolve_device
 
     load_plugins()  # a worker process registers the user's methods, models and datasets too
+    if job.threads:
+        torch.set_num_threads(job.threads)
     device = resolve_device(job.device)
     splits = dataset_on(device, cell.dataset, job.data_root, job.download, cell.val_size)
     return run_cell(cell, splits, device, job.progress, job.checkpoints, job.running, job.compile,
@@ -135,7 +138,7 @@ def run_pool(cells: list[Cell], job: Job, started: Started, workers: int) -> Fin
         gpus = ctx.Queue()
         for i in range(workers):
             gpus.put(i % torch.cuda.device_count())
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = job.threads or max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, gpus)) as pool:
         yield from dispatch(cells, job, started, lambda cell: pool.submit(_pool_job, cell, job),
                             lambda futures: wait(futures, timeout=TICK, return_when=FIRST_COMPLETED)[0],
@@ -174,6 +177,7 @@ def run_ray(cells: list[Cell], job: Job, started: Started, address: str | None,
             raise UserError(f"cannot connect to Ray at {address or 'a new local cluster'}: "
                             f"{str(e).splitlines()[0]}") from None
     cpus, gpus = ray_task_resources(ray.cluster_resources(), job.device)
+    cpus = job.threads or cpus
     remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(_threaded_job)
     yield from dispatch(cells, job, started, lambda cell: remote.remote(cell, job, cpus),
                         lambda refs: ray.wait(refs, num_returns=1, timeout=TICK)[0], ray.get)

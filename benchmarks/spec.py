@@ -204,6 +204,10 @@ class SweepSpec:
     train: dict[str, Any] = field(default_factory=dict)  # `Recipe` fields (flags --train-<field>)
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # --set METHOD.PARAM=VALUE
     device: str = setting("auto", "auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    threads: int = setting(0, "torch CPU threads each cell runs with (0: the cores divided by --workers; a Ray "
+                           "task: its CPUs). A row does not depend on it where the CPU's matrix products do not "
+                           "(MKL's strict mode, on by default; tested on MLPs); convolutions are not guaranteed: "
+                           "give every executor the same --threads to make their rows agree")
     data_root: str | None = setting(None, "dataset folder (default $TICKETBENCH_DATA or ./data)")
     out: str | None = setting(None, "output folder (default results/<arch>_<dataset>)")
     name: str | None = setting(None, "name of the run folder under results/ when --out is not given")
@@ -233,6 +237,8 @@ class SweepSpec:
             raise UserError(f"unknown weight init {self.weight_init!r}; choose from auto, {', '.join(WEIGHT_INITS)}")
         if self.activation not in ACTIVATIONS:
             raise UserError(f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}")
+        if self.threads < 0:
+            raise UserError(f"threads must be at least 1 (or 0 for the default), got {self.threads}")
         if self.epochs < 1 or self.batch_size < 1:
             raise UserError("epochs and batch size must be at least 1")
         if self.train_epochs is not None and self.train_epochs < 1:

@@ -184,7 +184,7 @@ def _run_locked(spec: SweepSpec, cells: list[Cell], out: Path, progress: bool, d
     snapshots = SnapshotKeeper(checkpoints, cells, status)
     job = executors.Job(spec.data_root, spec.device, download, progress=progress and workers == 1,
                         checkpoints=str(checkpoints), running=str(out / RUNNING), compile=spec.compile,
-                        share_search=spec.sanity, measure_latency=spec.measure_latency)
+                        share_search=spec.sanity, measure_latency=spec.measure_latency, threads=spec.threads)
     skipped_failed = "" if rerun_failed or force or not failed else \
         f", {len(failed)} failed before (--rerun-failed retries them)"
     where = f"ray at {address or 'a local cluster'}" if executor == "ray" else f"{workers} worker(s)"

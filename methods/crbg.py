@@ -34,6 +34,7 @@ from torch import Tensor
 from methods.base import Pruner
 from methods.hparams import later
 from methods.mask import Mask, MaskedWeight
+from methods.reduce import total
 from methods.schedules import REFERENCE_STEPS, lr_schedule, per_search_lr
 from methods.target import TargetControlled, TargetHparams
 
@@ -143,11 +144,11 @@ class CRBG(TargetControlled, Pruner):
         scale = self.lam / (self._n_gates * s * math.sqrt(2.0 * math.pi))
         for m in self._gates:
             m.penalty_scale = scale
-        erf_sum = sum(torch.mul(m.mu, 1.0 / (s * math.sqrt(2.0))).erf_().sum() for m in self._gates)
+        erf_sum = sum(total(torch.mul(m.mu, 1.0 / (s * math.sqrt(2.0))).erf_()) for m in self._gates)
         value = self.lam * 0.5 * (1.0 + erf_sum / self._n_gates)
         d = self._gates[0].decide_scale * self._n_gates * s * math.sqrt(2.0 * math.pi)  # decide t^2
         if d:  # + d * mean P(0 < z < 1) = d * mean (erf((1 - mu) / (sigma sqrt 2)) + erf(mu / (sigma sqrt 2))) / 2
-            undecided = sum(torch.rsub(m.mu, 1.0).mul_(1.0 / (s * math.sqrt(2.0))).erf_().sum() for m in self._gates)
+            undecided = sum(total(torch.rsub(m.mu, 1.0).mul_(1.0 / (s * math.sqrt(2.0))).erf_()) for m in self._gates)
             value = value + d * 0.5 * (undecided + erf_sum) / self._n_gates
         return value
 

@@ -86,6 +86,7 @@ from torch import Tensor
 
 from methods.base import Pruner
 from methods.mask import Mask, MaskedWeight
+from methods.reduce import total
 from methods.schedules import REFERENCE_STEPS, lr_schedule, per_search_lr
 from methods.target import QUANTILE_SAMPLE, DensityFloor, TargetControlled, TargetHparams
 
@@ -246,13 +247,13 @@ class ContinuousSparsification(TargetControlled, Pruner):
         that follows (lambda / n on every dL/dm), so the value returned has no graph; it reuses the soft
         masks of the search forward just made (`Pruner.loss` calls the model first)."""
         scale = self.control.lam / self._n
-        total = 0.0
+        value = 0.0
         for m in self._masks:
             m.penalty_scale = scale
             soft, m.soft = m.soft, None
             soft = soft if soft is not None else m.search_mask()
-            total = total + scale * soft.sum() + m.decide_scale * (soft * (1 - soft)).sum()
-        return total
+            value = value + scale * total(soft) + m.decide_scale * total(soft * (1 - soft))
+        return value
 
     @torch.no_grad()
     def density(self) -> Tensor:

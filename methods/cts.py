@@ -54,6 +54,7 @@ from torch import Tensor
 from methods.base import Pruner
 from methods.hparams import Hparams
 from methods.mask import Mask, MaskedWeight
+from methods.reduce import squared_norm, total
 from methods.schedules import REFERENCE_STEPS, lr_schedule, per_search_lr
 from methods.target import DensityFloor
 
@@ -170,11 +171,11 @@ class CTS(Pruner):
         The constraint gradient is c * p (1 - p) with p = sigmoid(s), c = 100 / budget, active while
         sum p exceeds the budget; lambda_t is an EMA of ||task gradient|| / ||constraint gradient||."""
         slopes = [torch.sigmoid(m.s) for m in self._masks]
-        excess = sum(p.sum() for p in slopes) / self.budget - 1.0
+        excess = sum(total(p) for p in slopes) / self.budget - 1.0  # thread-count invariant sums
         for p in slopes:
             p.addcmul_(p, p, value=-1.0)  # p (1 - p), in place
-        task = torch.sqrt(sum(m.s.grad.float().flatten().dot(m.s.grad.float().flatten()) for m in self._masks))
-        cons = (100.0 / self.budget) * torch.sqrt(sum(q.flatten().dot(q.flatten()) for q in slopes))
+        task = torch.sqrt(sum(squared_norm(m.s.grad.float()) for m in self._masks))
+        cons = (100.0 / self.budget) * torch.sqrt(sum(squared_norm(q) for q in slopes))
         ratio = task / cons.clamp_min(1e-30)
         if self.hp.two_sided:  # the constraint pulls the proxy up to the budget too, with the sign of the error
             target = ratio * torch.sign(excess)
