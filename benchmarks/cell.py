@@ -75,10 +75,12 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
     give (row column ``search_from``: the parent's id). Without it (parent still running, another disk)
     the sanity cell runs its own search."""
     start = time.time()
-    base = {"cell": cell.id, "method": cell.method, "role": get_method(cell.method).role(cell.sanity),
+    base = {"cell": cell.id, "experiment": cell.experiment, "method": cell.method, "role": get_method(cell.method).role(cell.sanity),
             "granularity": cell.granularity, "sanity": cell.sanity, "arch": cell.arch, "dataset": cell.dataset,
             "target_sparsity": cell.target_sparsity, "seed": cell.seed,
-            **{f.name: getattr(cell, f.name) for f in cell_fields(SweepSpec)}}  # regime, epochs, batch size, ...
+            **{f.name: getattr(cell, f.name) for f in cell_fields(SweepSpec)},  # regime, epochs, batch size, ...
+            "weight_init": cell.weight_init, "exclude": ";".join(cell.exclude), "tuned": cell.tuned or "default",
+            **{f"hp_{k}": v for k, v in cell.hparams}}  # a failed row names its experiment too
     recipe = cell.recipe
     try:
         splits = splits.with_train_size(cell.train_size)
@@ -131,7 +133,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
         "layer_collapse": len(report.collapsed), "collapsed_layers": ";".join(report.collapsed), **cost,
         "search_epochs": result.search_epochs, "search_s": result.search_s, "search_from": result.search_from,
         "train_epochs": result.train_epochs, "train_s": result.train_s,
-        **({f"train_{k}": v for k, v in recipe.to_dict().items()} if result.train_epochs else {}),
+        **({f"train_{k}": v for k, v in recipe.to_dict().items()} if uses_recipe(cell) else {}),
         "weight_init": pruner.weight_init, "exclude": ";".join(cell.exclude),
         "train_size": cell.train_size or len(splits.train), "tuned": cell.tuned or "default",
         "bn_recalibrated": result.bn_recalibrated, "compile": compile,
@@ -147,6 +149,11 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
                **layer_cost.get(layer.name, {})}
               for layer in report.layers]
     return CellResult(run, curves, layers, masks, ticket_state(cell, pruner, splits))
+
+
+def uses_recipe(cell: Cell) -> bool:
+    """Whether the cell trains weights with its recipe (after the search, during it, or before it)."""
+    return cell.regime != "strong" or cell.train_epochs > 0
 
 
 def ticket_state(cell: Cell, pruner: Pruner, splits: Splits) -> dict[str, Any]:

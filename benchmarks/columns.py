@@ -12,6 +12,8 @@ from __future__ import annotations
 COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
     "runs.csv": {
         "cell": ("id", "hash of the cell's complete settings"),
+        "experiment": ("id", "hash of every setting but the seed: rows with one experiment id are seeds of one "
+                             "experiment, the only rows a report averages"),
         "method": ("name", "the method (bench list methods)"),
         "role": ("name", "the cell's part in a comparison: reference (dense), search (a method with a search "
                          "loop), baseline (a one-shot method) or sanity (a sanity-check ablation)"),
@@ -51,7 +53,8 @@ COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "search_from": ("id", "the parent cell whose search a sanity check resumed from, else empty"),
         "train_epochs": ("epochs", "weight-training epochs after the search (weak regime, dense)"),
         "train_s": ("s", "wall seconds of weight training"),
-        "train_*": ("varies", "the weight-training recipe (benchmarks/recipe.py), when weights were trained"),
+        "train_*": ("varies", "the weight-training recipe (benchmarks/recipe.py), when weights are trained (weak and "
+                               "joint regimes, dense)"),
         "weight_init": ("name", "initial weights"),
         "activation": ("name", "nonlinearity in place of the model's nn.ReLU modules (relu, prelu, leaky)"),
         "exclude": ("patterns", "module-name patterns never masked, ';'-separated"),

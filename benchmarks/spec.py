@@ -60,12 +60,21 @@ class Cell:
     train: tuple[tuple[str, Any], ...] = later(())  # weight-training recipe fields that differ from `Recipe()`
     activation: str = later("relu")  # what replaces the model's nn.ReLU modules (`benchmarks.zoo.ACTIVATIONS`)
 
-    @property
-    def id(self) -> str:
+    def identity(self) -> dict[str, Any]:
+        """Every setting as it enters the id (`later` fields and hyperparameters at their default left out)."""
         settings = identity(self)
         settings["hparams"] = without_later_defaults(dict(self.hparams), get_method(self.method).Hparams)
-        blob = json.dumps(settings, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return settings
+
+    @property
+    def id(self) -> str:
+        return digest(self.identity())
+
+    @property
+    def experiment(self) -> str:
+        """The id of every setting but the seed: the cells whose rows are one experiment's seeds (a report
+        averages rows only within one experiment; row column ``experiment``)."""
+        return digest({k: v for k, v in self.identity().items() if k != "seed"})
 
     def build_hparams(self):
         return get_method(self.method).Hparams(**dict(self.hparams))
@@ -74,6 +83,11 @@ class Cell:
     def recipe(self) -> Recipe:
         """The weight-training recipe, with the architecture's own rate where none was given."""
         return Recipe(**dict(self.train)).for_arch(self.arch)
+
+
+def digest(settings: dict[str, Any]) -> str:
+    """16 hex digits of the SHA-256 of `settings` as sorted JSON (cell and experiment ids)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def parse_value(raw: Any, typ: type, what: str) -> Any:

@@ -131,6 +131,8 @@ class TargetControlled:
     its binary mask, and calls `init_control()` once its masks exist and `start_control(total_steps)`
     when it builds its optimiser."""
 
+    penalty_weight = "lam"  # the hyperparameter that sets the sparsity when target_mode is none (reports' x)
+
     def init_control(self) -> None:
         self.control = DensityController(self.hp.lam, self.hp.lam_rate, self.hp.lam_down, self.hp.ramp,
                                          self.hp.lead, 1.0 - self.target, self.density(), self.device,

@@ -14,7 +14,7 @@ from benchmarks.errors import UserError
 from benchmarks.results import prepare_out
 from reports import figures, tables
 from reports.load import load
-from reports.stats import add_series, ci95, cost_summary, equal_accuracy, missing_cells, summarize
+from reports.stats import add_series, ci95, cost_summary, equal_accuracy, missing_cells, point_label, summarize
 
 X_MODES = ("sparsity", "density-log")
 
@@ -66,9 +66,11 @@ def versions(runs: pd.DataFrame) -> str:
 
 
 def with_series(frame: pd.DataFrame, panel: pd.DataFrame) -> pd.DataFrame:
-    """Rows of `frame` (curves or layers) for the panel's cells, with series and target taken from runs.csv."""
+    """Rows of `frame` (curves or layers) for the panel's cells, with target and series taken from runs.csv;
+    the series names the point too where its points are not its targets (so a lambda grid's are not averaged)."""
     cols = ["series", "target_sparsity"]
-    return frame.drop(columns=[c for c in cols if c in frame]).merge(panel[["cell", *cols]], on="cell")
+    labels = panel.assign(series=[point_label(s, p) for s, p in zip(panel["series"], panel["point"])])
+    return frame.drop(columns=[c for c in cols if c in frame]).merge(labels[["cell", *cols]], on="cell")
 
 
 def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer_target: float | None = None,
@@ -88,7 +90,8 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
     sanity = res.ok[res.ok["role"] == "sanity"]
     dense = res.ok[res.ok["role"] == "reference"]
     summary = summarize(searched, metric)
-    palette = figures.Palette(list(add_series(res.runs)["series"].unique()))
+    named = add_series(res.runs)
+    palette = figures.Palette(list(dict.fromkeys([*named["series"], *map(point_label, named["series"], named["point"])])))
     idx = Index()
     idx.heading("ticketbench report", 1)
     idx.text(f"Command: {shlex.join(['bench', *sys.argv[1:]]) if sys.argv[0].endswith('bench') else 'bench report'}")
@@ -137,7 +140,7 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
                               "only) and bytes to store it (strong regime: seed + compressed mask; weak: kept "
                               "weights + mask), seed means; ringed: the Pareto front; dashed: the dense model.")
             costs.to_csv(out / f"cost_{slug}.csv", index=False)
-            shown = ["series", "target_sparsity", "mean", "speedup_flops", "compression",
+            shown = ["series", "target_sparsity", "point", "mean", "speedup_flops", "compression",
                      *[c for c in costs if c.startswith("speedup_") and c != "speedup_flops"]]
             idx.text("What each ticket buys against the dense model: fewer multiply-adds (x), smaller storage (x) "
                      "and, where `--measure-latency` timed them, the measured CPU speed-up of each deployable form "
@@ -167,7 +170,7 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
             idx.figure(paths, "Validation accuracy and current sparsity of the binary mask per epoch "
                               "(dotted: the target), mean over seeds.")
 
-    for (dataset, regime, series), g in summary.groupby(["dataset", "regime", "series"]):
+    for (dataset, regime, series), g in summary[summary["point"] == ""].groupby(["dataset", "regime", "series"]):
         if g["arch"].nunique() < 2:
             continue
         size = pd.to_numeric(res.ok["prunable_weights"], errors="coerce").groupby(res.ok["arch"]).max()  # small first

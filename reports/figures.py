@@ -80,8 +80,10 @@ def accuracy_vs_sparsity(summary: pd.DataFrame, dense: pd.DataFrame, palette: Pa
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.6))
         targets = sorted(summary["target_sparsity"].unique())
         for name, g in summary.groupby("series"):
-            # every target of the panel, NaN where this series has none: the line breaks there (a gap)
-            g = g.set_index("target_sparsity").reindex(targets)
+            if "point" in g and (g["point"] != "").any():  # a lambda grid: its points in order of sparsity
+                g = g.sort_values("sparsity")
+            else:  # every target of the panel, NaN where this series has none: the line breaks there (a gap)
+                g = g.set_index("target_sparsity").reindex(targets)
             x = _x(g["sparsity"], mode)
             ax.plot(x, g["mean"], marker=palette.marker[name], color=palette.color[name], label=name, ms=4, lw=1.2)
             banded = g["seeds"] >= BAND_MIN_SEEDS
@@ -90,7 +92,7 @@ def accuracy_vs_sparsity(summary: pd.DataFrame, dense: pd.DataFrame, palette: Pa
                                 color=palette.color[name], alpha=0.2, lw=0)
             if seeds is not None:
                 own = seeds[seeds["series"] == name]
-                if (own.groupby("target_sparsity").size() > 1).any():  # one seed is the line itself
+                if (own.groupby(["target_sparsity", "point"]).size() > 1).any():  # one seed is the line itself
                     ax.scatter(_x(own["sparsity"], mode), own[metric], s=5, color=palette.color[name], alpha=0.45,
                                lw=0, zorder=1)
         front = summary[pareto_mask(summary["sparsity"].to_numpy(), summary["mean"].to_numpy())]

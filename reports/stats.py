@@ -3,6 +3,7 @@ sparsity at equal accuracy, and what is missing from a sweep."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,7 +13,8 @@ from scipy import stats as st
 from reports.load import roles
 
 PANEL = ["dataset", "arch", "regime"]  # one set of figures and tables per panel
-SERIES = ["method", "granularity", "sanity"]
+SERIES = ["method", "granularity", "sanity"]  # what every series label names
+POINT = ["series", "target_sparsity", "point"]  # one experiment: a point of a series
 
 
 def series_label(method: str, granularity: str, sanity: str = "none") -> str:
@@ -20,19 +22,97 @@ def series_label(method: str, granularity: str, sanity: str = "none") -> str:
     return label if sanity in ("none", "", None) or sanity != sanity else f"{label} [{sanity}]"
 
 
+def identity_columns(df: pd.DataFrame) -> list[str]:
+    """The columns of `df` that carry a cell's identity (`benchmarks.spec.Cell`): one per cell setting, the
+    hyperparameters of its method as ``hp_<name>`` (not the results a method records beside them, such as
+    ``hp_lambda_final``) and the weight-training recipe as ``train_<name>``."""
+    from benchmarks.recipe import Recipe
+    from benchmarks.spec import Cell
+    from methods import METHODS
+
+    names = [f.name for f in dataclasses.fields(Cell) if f.name not in ("hparams", "train")]
+    hparams: set[str] = set()
+    for method in df["method"].dropna().unique() if "method" in df else ():
+        cls = METHODS.get(method)
+        known = [f"hp_{f.name}" for f in dataclasses.fields(cls.Hparams)] if cls else [c for c in df if c.startswith("hp_")]
+        hparams.update(known)
+    names += sorted(hparams) + [f"train_{f.name}" for f in dataclasses.fields(Recipe)]
+    return [c for c in dict.fromkeys(names) if c in df]
+
+
+def _text(values: pd.Series) -> pd.Series:
+    return values.map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else
+                      f"{v:g}" if isinstance(v, float) else str(v))
+
+
+def experiments(df: pd.DataFrame) -> pd.Series:
+    """Each row's experiment: its ``experiment`` column (the hash of every setting but the seed), or for rows
+    written before that column the same settings read from its identity columns."""
+    cols = [c for c in identity_columns(df) if c != "seed"]
+    legacy = pd.Series(["legacy:" + "|".join(t) for t in zip(*(_text(df[c]) for c in cols))] if cols else
+                       ["legacy:"] * len(df), index=df.index, dtype=object)
+    if "experiment" not in df:
+        return legacy
+    own = df["experiment"].astype(object)
+    return own.where(own.notna() & (own.astype(str) != ""), legacy)
+
+
+def _point_axis(row: pd.Series) -> str | None:
+    """The column a penalty-only search sweeps instead of the target (its lambda with target_mode none)."""
+    from methods import METHODS
+
+    cls = METHODS.get(row.get("method"))
+    axis = getattr(cls, "penalty_weight", None)
+    return f"hp_{axis}" if axis and str(row.get("hp_target_mode")) == "none" else None
+
+
 def add_series(df: pd.DataFrame) -> pd.DataFrame:
-    """A `series` label per row: the method, its granularity when structured, its sanity check, and
-    "(tuned)" for cells run with `bench run --tuned`; with the epoch budget too when the rows have several, so runs of different length are never averaged together."""
-    sanity = df["sanity"] if "sanity" in df else pd.Series("none", index=df.index)
+    """Per row: its `experiment`, a `series` (a line in a figure) and a `point` on it. The series label is the
+    method, its granularity when structured, its sanity check and "(tuned)" for `bench run --tuned` cells,
+    plus every identity setting that differs between the series of that method in its panel, e.g.
+    "edgepopup (weight_init=signed_constant)" or "crbg (epochs=3)". The points of a series are its targets,
+    or, for a penalty-only search (``target_mode=none``), its lambdas ("lam=0.01"): achieved sparsity is
+    then the outcome. Rows of different experiments never share a (series, target, point)."""
     out = df.copy()
-    out["series"] = [series_label(m, g, s) for m, g, s in zip(df["method"], df["granularity"], sanity)]
-    if "tuned" in df:  # a method run with `bench tune`'s configuration is its own series beside its defaults
-        tuned = df["tuned"].fillna("default").astype(str)
-        out["series"] = [f"{label} (tuned)" if t not in ("", "default") else label
-                         for label, t in zip(out["series"], tuned)]
-    if "epochs" in df and pd.to_numeric(df["epochs"], errors="coerce").nunique() > 1:
-        out["series"] = [f"{label} ({int(float(e))} ep)" for label, e in zip(out["series"], df["epochs"])]
+    out["experiment"] = experiments(df)
+    if df.empty:
+        return out.assign(series=pd.Series(dtype=object), point=pd.Series(dtype=object))
+    # one row per experiment names it: a finished one where there is one (failed rows lack results)
+    ok_first = out["status"].ne("ok") if "status" in out else pd.Series(False, index=out.index)
+    rep = out.loc[ok_first.sort_values(kind="stable").index].drop_duplicates("experiment")
+    sanity = rep["sanity"] if "sanity" in rep else pd.Series("none", index=rep.index)
+    tuned = ~_text(rep["tuned"]).isin(["", "default"]) if "tuned" in rep else pd.Series(False, index=rep.index)
+    base = pd.Series([series_label(m, g, s) + (" (tuned)" if t else "")
+                      for m, g, s, t in zip(rep["method"], rep["granularity"], sanity, tuned)], index=rep.index)
+    axes = pd.Series([_point_axis(r) for _, r in rep.iterrows()], index=rep.index, dtype=object)
+    point = pd.Series([f"{a.removeprefix('hp_')}={_text(rep.loc[[i], a]).iloc[0]}" if a else ""
+                       for i, a in axes.items()], index=rep.index, dtype=object)
+    cols = [c for c in identity_columns(rep) if c not in ("seed", "target_sparsity", "tuned", *SERIES, *PANEL)]
+    text = {c: _text(rep[c]) for c in cols}
+    for i in rep.index:  # a tuned cell's hyperparameters are tuning's outcome; a penalty search's lambda, its point
+        for c in cols:
+            if (c.startswith("hp_") and tuned[i]) or c == axes[i]:
+                text[c][i] = "*"
+    series = base.copy()
+    for _, idx in base.groupby([*(rep[c].astype(str) for c in PANEL if c in rep), base]).groups.items():
+        varying = [c for c in cols if text[c][idx].nunique() > 1]
+        for i in idx:
+            shown = [f"{c.removeprefix('hp_')}={text[c][i]}" for c in varying if text[c][i] != "*"]
+            series[i] = f"{base[i]} ({', '.join(shown)})" if shown else base[i]
+    panel = [c for c in PANEL if c in rep]
+    named = pd.DataFrame({"experiment": rep["experiment"], "series": series, "point": point,
+                          "at": rep["target_sparsity"].astype(str), **{c: rep[c].astype(str) for c in panel}})
+    clash = named.groupby([*panel, "series", "at", "point"])["experiment"].transform("size") > 1  # unseen settings
+    named.loc[clash, "series"] += " [" + named.loc[clash, "experiment"].str[-6:] + "]"
+    named = named.set_index("experiment")
+    out["series"] = out["experiment"].map(named["series"])
+    out["point"] = out["experiment"].map(named["point"])
     return out
+
+
+def point_label(series: str, point: str) -> str:
+    """A table row: the series, and the point when the series' points are not its targets."""
+    return f"{series} {point}" if point else series
 
 
 def ci95(values: pd.Series) -> tuple[float, float, float]:
@@ -48,24 +128,24 @@ def ci95(values: pd.Series) -> tuple[float, float, float]:
 
 
 def summarize(ok: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
-    """One row per (dataset, arch, series, target): seeds, mean of `metric`, its 95 % t-interval half-width
+    """One row per experiment (dataset, arch, regime, series, target, point): seeds, mean of `metric`, its 95 % t-interval half-width
     and bounds (the bounds clipped to [0, 100] %), mean achieved sparsity."""
     rows = []
-    for key, g in add_series(ok).groupby(PANEL + ["series", "target_sparsity"], sort=True):
+    for key, g in add_series(ok).groupby(PANEL + POINT, sort=True):
         mean, lo, hi = ci95(g[metric])
         half = (hi - lo) / 2  # the t-interval's half-width, as tables print it (mean ± half)
         lo, hi = max(lo, 0.0), min(hi, 100.0)  # its bounds never leave [0, 100] % (NaN stays NaN)
-        rows.append(dict(zip(PANEL + ["series", "target_sparsity"], key), seeds=len(g), mean=mean, ci_half=half,
-                         ci_lo=lo, ci_hi=hi, sparsity=float(g["sparsity"].mean())))
-    return pd.DataFrame(rows, columns=PANEL + ["series", "target_sparsity", "seeds", "mean", "ci_half", "ci_lo",
-                                               "ci_hi", "sparsity"])
+        rows.append(dict(zip(PANEL + POINT, key), experiment=g["experiment"].iloc[0], seeds=len(g), mean=mean,
+                         ci_half=half, ci_lo=lo, ci_hi=hi, sparsity=float(g["sparsity"].mean())))
+    return pd.DataFrame(rows, columns=PANEL + POINT + ["experiment", "seeds", "mean", "ci_half", "ci_lo", "ci_hi",
+                                                       "sparsity"])
 
 
 COST = ["flops", "flops_dense", "bytes_ticket", "bytes_dense"]  # `benchmarks.cost`; latency_ms_* when measured
 
 
 def cost_summary(ok: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
-    """One row per (panel, series, target) with the seed mean of `metric` and of every cost column, and the
+    """One row per experiment (panel, series, target, point) with the seed mean of `metric` and of every cost column, and the
     ratios against dense: ``speedup_flops`` (flops_dense / flops), ``compression`` (bytes_dense / bytes_ticket)
     and, where latency was measured, ``speedup_<form>_b<batch>`` (dense time / the form's time)."""
     if "flops" not in ok:
@@ -76,7 +156,7 @@ def cost_summary(ok: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     df = add_series(ok)
     for c in cols:
         df[c] = pd.to_numeric(df[c], errors="coerce")
-    out = df.groupby(PANEL + ["series", "target_sparsity"], sort=True)[[metric, *cols]].mean()
+    out = df.groupby(PANEL + POINT, sort=True)[[metric, *cols]].mean()
     out = out.reset_index().rename(columns={metric: "mean"})
     out["speedup_flops"] = out["flops_dense"] / out["flops"]
     out["compression"] = out["bytes_dense"] / out["bytes_ticket"]

@@ -7,6 +7,8 @@ import math
 
 import pandas as pd
 
+from reports.stats import point_label
+
 
 def _fmt(mean: float, half: float) -> str:
     if math.isnan(mean):
@@ -15,7 +17,10 @@ def _fmt(mean: float, half: float) -> str:
 
 
 def accuracy_grid(summary: pd.DataFrame) -> tuple[pd.DataFrame, dict[float, str]]:
-    """Rows = series, columns = target sparsity, text cells; and the best series per column."""
+    """Rows = series (with the point where a series' points are not its targets: a lambda grid), columns =
+    target sparsity, text cells; and the best row per column."""
+    summary = summary.assign(series=[point_label(s, p) for s, p in zip(summary["series"], summary["point"])]) \
+        if "point" in summary else summary
     targets = sorted(summary["target_sparsity"].unique())
     series = sorted(summary["series"].unique())
     grid = pd.DataFrame(index=series, columns=[f"{t:g}" for t in targets], dtype=object)

@@ -280,5 +280,6 @@ def test_summary_keeps_tuned_and_default_cells_apart(tmp_path):
     append_rows(tmp_path / "runs.csv", [{**base, "cell": "a", "seed": 0, "test_acc": 97.0, "tuned": "default"},
                                         {**base, "cell": "b", "seed": 0, "test_acc": 90.0, "tuned": "s:3"}])
     table = summary_table(tmp_path).splitlines()
-    assert "tuned" in table[0] and len([line for line in table if " cs " in line]) == 2
-    assert any("97.00" in line and "default" in line for line in table)
+    assert len([line for line in table if " cs" in line]) == 2
+    assert any("97.00" in line and "cs (tuned)" not in line for line in table)
+    assert any("90.00" in line and "cs (tuned)" in line for line in table)

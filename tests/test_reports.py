@@ -244,7 +244,7 @@ def test_regimes_are_panels_sanity_has_its_table_and_epoch_budgets_stay_apart(tm
     folder2 = fake_results(tmp_path / "res2", rows + more)
     assert main(["report", str(folder2), "--out", str(tmp_path / "rep2")]) == 0
     series = set(pd.read_csv(tmp_path / "rep2" / "table_mnist_lenet300_strong.csv").series)
-    assert series == {"crbg (10 ep)", "crbg (5 ep)"}
+    assert series == {"crbg (epochs=10)", "crbg (epochs=5)"}
 
 
 def test_palette_is_fixed_per_method_name_and_intervals_stay_within_0_100():
