@@ -16,8 +16,8 @@ from benchmarks.console import log
 from benchmarks.cost import latency, ticket_cost
 from benchmarks.data import Splits
 from benchmarks.paths import checkpoint_path, search_snapshot, write_marker
-from benchmarks.settings import cell_fields
-from benchmarks.spec import Cell, SweepSpec
+from benchmarks.settings import CELL_SETTINGS
+from benchmarks.spec import Cell
 from benchmarks.phases import train
 from benchmarks.trainer import Checkpoint, Speed
 from benchmarks.zoo import build_model
@@ -47,8 +47,14 @@ TARGET_TOLERANCE = 0.01  # most a cell's achieved sparsity may miss an exactly e
 
 def build_pruner(cell: Cell, splits: Splits) -> Pruner:
     """Seed, build the model, attach the method. Model and mask initialisation use the cell's seed."""
+    return build_ticket_pruner(cell, splits.num_classes, tuple(splits.input_shape))
+
+
+def build_ticket_pruner(cell: Cell, num_classes: int, input_shape: tuple[int, ...]) -> Pruner:
+    """`build_pruner` for a model of `num_classes` outputs on inputs of `input_shape` (export rebuilds a
+    ticket with it: the same draws, in the same order)."""
     torch.manual_seed(cell.seed)
-    model = build_model(cell.arch, splits.num_classes, splits.input_shape, cell.activation)
+    model = build_model(cell.arch, num_classes, input_shape, cell.activation)
     return get_method(cell.method)(model, cell.target_sparsity, cell.granularity, cell.build_hparams(),
                                    exclude=cell.exclude, weight_init=cell.weight_init, regime=cell.regime)
 
@@ -78,7 +84,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
     base = {"cell": cell.id, "experiment": cell.experiment, "method": cell.method, "role": get_method(cell.method).role(cell.sanity),
             "granularity": cell.granularity, "sanity": cell.sanity, "arch": cell.arch, "dataset": cell.dataset,
             "target_sparsity": cell.target_sparsity, "seed": cell.seed,
-            **{f.name: getattr(cell, f.name) for f in cell_fields(SweepSpec)},  # regime, epochs, batch size, ...
+            **{name: getattr(cell, name) for name in CELL_SETTINGS},  # regime, epochs, batch size, ...
             "weight_init": cell.weight_init, "exclude": ";".join(cell.exclude), "tuned": cell.tuned or "default",
             **{f"hp_{k}": v for k, v in cell.hparams}}  # a failed row names its experiment too
     recipe = cell.recipe

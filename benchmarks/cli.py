@@ -8,7 +8,7 @@ from pathlib import Path
 
 from benchmarks.errors import UserError
 from benchmarks.recipe import Recipe
-from benchmarks.settings import add_flags, csv_list
+from benchmarks.settings import CELL_SETTINGS, add_cell_setting_flags, add_flags, csv_list, flag_fields
 from benchmarks.plugins import load_plugins
 
 EPILOG = """examples:
@@ -40,8 +40,7 @@ def make_parser(command: str | None = "run") -> argparse.ArgumentParser:
     if command == "run":
         from benchmarks.spec import SweepSpec
 
-        add_flags(run, SweepSpec)  # one flag per setting field: --methods, --sparsity, --train-size, ...
-        add_flags(run, Recipe, prefix="train-", dest_prefix="train.")  # the weight-training recipe, YAML `train:`
+        add_sweep_flags(run, SweepSpec)
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                      help="override a method hyperparameter, e.g. crbg.lr=0.02 (repeatable); a comma-separated list is a "
                           "grid axis: crbg.lam=0.1,1,10")
@@ -78,10 +77,14 @@ def make_parser(command: str | None = "run") -> argparse.ArgumentParser:
                                       "with one --storage URL to share the studies. The test set is never used.")
     tune.add_argument("--methods", "--method", dest="methods", type=csv_list(str), required=True,
                       help="comma-separated methods to tune, e.g. crbg,edgepopup,cs,cts")
+    tune.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
+                      help="fix a hyperparameter the trials do not tune, e.g. crbg.sigma=0.3 (repeatable)")
     if command == "tune":
-        from benchmarks.tune import TuneSpec
+        from benchmarks.spec import SweepSpec
+        from benchmarks.tune import NOT_TUNE_FLAGS, TuneSpec
 
-        add_flags(tune, TuneSpec, defaults=True)  # one flag per setting field
+        add_sweep_flags(tune, SweepSpec, skip=NOT_TUNE_FLAGS)  # the cells' settings, as bench run's
+        add_flags(tune, TuneSpec, defaults=True)  # the study's: trials, budget, objective, storage, ...
 
     stat = sub.add_parser("status", help="cells done, running, failed and remaining in a result folder")
     stat.add_argument("folder", type=Path)
@@ -106,15 +109,32 @@ def make_parser(command: str | None = "run") -> argparse.ArgumentParser:
     return p
 
 
+def add_sweep_flags(parser: argparse.ArgumentParser, spec_cls: type, skip: tuple[str, ...] = ()) -> None:
+    """The flags of a sweep's settings (bench run's, and bench tune's for its cells): one per `SweepSpec`
+    setting field (--methods, --sparsity, ...), per declared cell setting (--epochs, --train-size, ...) and
+    per field of the weight-training recipe (--train-lr, ...: YAML ``train:``)."""
+    add_flags(parser, spec_cls, skip=skip)
+    add_cell_setting_flags(parser, skip=skip)
+    add_flags(parser, Recipe, prefix="train-", dest_prefix="train.")
+
+
+def sweep_flags(args: argparse.Namespace) -> dict:
+    """The sweep settings given on the command line (None: not given), as `SweepSpec.from_sources` takes them."""
+    from benchmarks.spec import SweepSpec, parse_sets
+
+    names = [f.name for f in flag_fields(SweepSpec)] + list(CELL_SETTINGS)
+    flags = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    flags["hparams"] = parse_sets(args.sets)
+    flags["train"] = {k.removeprefix("train."): v for k, v in vars(args).items() if k.startswith("train.") and v is not None}
+    return flags
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmarks.settings import flag_fields
-    from benchmarks.spec import SweepSpec, load_yaml, parse_sets
+    from benchmarks.spec import SweepSpec, load_yaml
     from benchmarks.summary import summary_table
     from benchmarks.sweep import run_sweep
 
-    flags = {f.name: getattr(args, f.name) for f in flag_fields(SweepSpec)}
-    flags["hparams"] = parse_sets(args.sets)
-    flags["train"] = {k.removeprefix("train."): v for k, v in vars(args).items() if k.startswith("train.") and v is not None}
+    flags = sweep_flags(args)
     spec = SweepSpec.from_sources(args.config, flags)
     implicit = [f"no --{key} given: using {','.join(getattr(spec, key))} (bench list {key}s lists the others)"
                 for key in ("dataset", "arch") if flags[key] is None and not (args.config and key in load_yaml(args.config))]
@@ -139,10 +159,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from benchmarks.tune import TuneSpec, run_tune
+    from benchmarks.spec import SweepSpec
+    from benchmarks.tune import TUNE_DEFAULTS, TuneSpec, run_tune
 
-    fields = {k: v for k, v in vars(args).items() if k != "command"}
-    run_tune(TuneSpec(**fields, progress=sys.stderr.isatty()))
+    flags = sweep_flags(args)
+    flags.update({k: v for k, v in TUNE_DEFAULTS.items() if flags.get(k) is None}, methods=args.methods,
+                 epochs=args.budget_epochs)
+    study = {f.name: getattr(args, f.name) for f in flag_fields(TuneSpec)}
+    run_tune(TuneSpec(SweepSpec.from_sources(None, flags), **study, progress=sys.stderr.isatty()))
     return 0
 
 

@@ -25,9 +25,8 @@ from benchmarks.errors import UserError
 from benchmarks.paths import MASKS, PLAN, RUNS, TICKETS
 from benchmarks.results import read_rows
 from benchmarks.slim import slim
+from benchmarks.cell import build_ticket_pruner
 from benchmarks.spec import Cell
-from benchmarks.zoo import build_model
-from methods import get_method
 
 FORMATS = ("pt", "torchscript", "onnx")
 SUFFIX = {"pt": "pt", "torchscript": "ts", "onnx": "onnx"}
@@ -45,11 +44,10 @@ def cell_settings(folder: Path, cell_id: str) -> Cell:
     if len(matches) != 1:
         raise UserError(f"{folder}: {'no' if not matches else 'more than one'} cell id starts with {cell_id!r} "
                         f"(bench status {folder} lists them)")
-    d = dict(plan[matches[0]])
-    d["hparams"] = tuple(sorted(d["hparams"].items()))
-    d["exclude"] = tuple(d["exclude"])
-    d["train"] = tuple(tuple(x) for x in d.get("train", ()))
-    cell = Cell(**d)
+    try:
+        cell = Cell.from_dict(plan[matches[0]])
+    except TypeError as e:  # a setting this installation does not declare (a plugin not loaded?)
+        raise UserError(f"{folder}/{PLAN}: cell {matches[0]}: {e}") from None
     if cell.id != matches[0]:
         raise UserError(f"{folder}/{PLAN}: cell {matches[0]} does not match its settings (written by another version?)")
     return cell
@@ -66,10 +64,8 @@ def rebuild(folder: Path, cell_id: str) -> tuple[nn.Module, dict[str, Any]]:
                         f"tickets/ existed cannot be exported: rerun them with --force)")
     masks = torch.load(mask_file, map_location="cpu", weights_only=True)
     saved = torch.load(ticket_file, map_location="cpu", weights_only=True)
-    torch.manual_seed(cell.seed)  # the same draws, in the same order, as `benchmarks.cell.build_pruner`
-    model = build_model(cell.arch, saved["num_classes"], tuple(saved["input_shape"]), cell.activation)
-    pruner = get_method(cell.method)(model, cell.target_sparsity, cell.granularity, cell.build_hparams(),
-                                     exclude=cell.exclude, weight_init=cell.weight_init, regime=cell.regime)
+    pruner = build_ticket_pruner(cell, saved["num_classes"], tuple(saved["input_shape"]))
+    model = pruner.model
     model.load_state_dict(saved["state"], strict=False)
     for name, module in pruner.layers:
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
@@ -77,7 +73,7 @@ def rebuild(folder: Path, cell_id: str) -> tuple[nn.Module, dict[str, Any]]:
     for p in model.parameters():
         p.requires_grad_(False)
     meta = {"cell": cell.id, **{k: row.get(k) for k in METADATA_KEYS}, "settings": {
-        k: (dict(v) if k in ("hparams", "train") else v) for k, v in vars(cell).items()},
+        k: (dict(v) if k in ("hparams", "train") else v) for k, v in cell.to_dict().items()},
         "input_shape": list(saved["input_shape"]), "num_classes": saved["num_classes"]}
     return model.eval(), meta
 

@@ -8,6 +8,7 @@ with their defaults filled in), so the same work always has the same id and fini
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -20,7 +21,7 @@ import yaml
 
 from benchmarks.errors import UserError
 from benchmarks.recipe import Recipe
-from benchmarks.settings import cell_fields, setting
+from benchmarks.settings import CELL_SETTINGS, at_least, cell_setting, setting
 from benchmarks.zoo import ACTIVATIONS
 from methods import METHODS, get_method
 from methods.contract import REGIMES
@@ -31,12 +32,38 @@ from methods.sanity import SANITY
 GRANULARITIES = ("unstructured", "structured")
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One unit of work: one method on one model and dataset at one target and seed.
+# The cell settings of the suite (`benchmarks.settings.cell_setting`): each one declaration.
+cell_setting("regime", "strong", "strong: weights frozen at init, only the mask is found and evaluated; weak "
+             "(lottery ticket): the mask is found, then its surviving weights are trained from init (or the "
+             "method's rewind point) with the --train-* recipe; joint: weights and mask are trained together in "
+             "the search (the recipe for the weights), the binary mask is evaluated, no retraining (methods with a "
+             "search loop)", REGIMES, since_start=True)
+cell_setting("epochs", 10, "search epochs per cell (imp: per round)", since_start=True, budget=True,
+             check=at_least(1))
+cell_setting("batch_size", 128, "batch size", since_start=True, check=at_least(1))
+cell_setting("val_size", 0.1, "fraction of the training split held out for validation, a fixed split",
+             since_start=True, check=lambda v: None if 0.0 < v < 1.0 else f"{v} is outside (0, 1)")
+cell_setting("amp", False, "bf16 autocast in training steps (evaluation in fp32)")
+cell_setting("train_size", 0, "train on a fixed random subset of N training examples, the same for every cell and "
+             "seed (validation and test untouched; 0: all)", budget=True,
+             check=at_least(0, " (0 for the whole training split)"))
+cell_setting("activation", "relu", "nonlinearity replacing the model's nn.ReLU modules (classic nets and "
+             "torchvision ResNets): relu, prelu (PReLU, slope 0.25 at init, trained with the weights), leaky "
+             "(LeakyReLU 0.01)", ACTIVATIONS)
 
-    Fields added after the first results were written are declared with `later(default)`: the id omits
-    them at their default, so earlier results keep their ids (`tests/test_sweep.py` pins a few).
+TUNING_OUTCOME = ("hparams", "tuned")  # what a tuned configuration sets; the rest of a cell's identity is its key
+NOT_TUNED_FOR = ("seed", "sanity")  # a tuned configuration serves every seed and sanity check of its cells
+
+
+@dataclass(frozen=True, init=False)
+class Cell:
+    """One unit of work: one method on one model and dataset at one target and seed, with the sweep's cell
+    settings (`CELL_SETTINGS`: ``cell.epochs``, ``cell.regime``, ...; `settings` holds those away from their
+    default, and ``Cell(..., epochs=3)`` sets one).
+
+    Fields added after the first results were written are declared with `later(default)` (cell settings with
+    ``since_start=False``): the id omits them at their default, so earlier results keep their ids
+    (`tests/test_sweep.py` pins a few).
     """
 
     method: str
@@ -45,24 +72,47 @@ class Cell:
     target_sparsity: float
     seed: int
     granularity: str = "unstructured"
-    regime: str = "strong"
-    epochs: int = 10
-    batch_size: int = 128
     weight_init: str = "scaled_signed_constant"  # the first default: a cell id names its init unless it is this
     exclude: tuple[str, ...] = ()
-    val_size: float = 0.1
     hparams: tuple[tuple[str, Any], ...] = ()
     train_epochs: int = later(0)  # weight training after the search: weak regime, and dense
     sanity: str = later("none")
-    amp: bool = later(False)  # bf16 autocast changes the numbers, so it is part of the identity
-    train_size: int = later(0)  # a fixed subset of this many training examples (0: the whole split)
     tuned: str = later("")  # "study:trial" of the `bench tune` configuration in `hparams`, "" for defaults
     train: tuple[tuple[str, Any], ...] = later(())  # weight-training recipe fields that differ from `Recipe()`
-    activation: str = later("relu")  # what replaces the model's nn.ReLU modules (`benchmarks.zoo.ACTIVATIONS`)
+    settings: tuple[tuple[str, Any], ...] = ()  # cell settings away from their default, sorted by name
+
+    def __init__(self, method: str, arch: str, dataset: str, target_sparsity: float, seed: int,
+                 granularity: str = "unstructured", weight_init: str = "scaled_signed_constant",
+                 exclude: tuple[str, ...] = (), hparams: tuple[tuple[str, Any], ...] = (), train_epochs: int = 0,
+                 sanity: str = "none", tuned: str = "", train: tuple[tuple[str, Any], ...] = (),
+                 settings: tuple[tuple[str, Any], ...] = (), **named: Any) -> None:
+        unknown = [k for k in [*dict(settings), *named] if k not in CELL_SETTINGS]
+        if unknown:
+            raise TypeError(f"Cell has no setting {', '.join(unknown)} (declared: {', '.join(CELL_SETTINGS)})")
+        values = {**dict(settings), **named}
+        for k, v in dict(method=method, arch=arch, dataset=dataset, target_sparsity=target_sparsity, seed=seed,
+                          granularity=granularity, weight_init=weight_init, exclude=tuple(exclude),
+                          hparams=tuple(hparams), train_epochs=train_epochs, sanity=sanity, tuned=tuned,
+                          train=tuple(tuple(x) for x in train),
+                          settings=tuple(sorted((k, v) for k, v in values.items()
+                                                if v != CELL_SETTINGS[k].default))).items():
+            object.__setattr__(self, k, v)
+
+    def __getattr__(self, name: str) -> Any:
+        declared = CELL_SETTINGS.get(name)
+        if declared is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return dict(self.__dict__.get("settings", ())).get(name, declared.default)
 
     def identity(self) -> dict[str, Any]:
-        """Every setting as it enters the id (`later` fields and hyperparameters at their default left out)."""
-        settings = identity(self)
+        """Every setting as it enters the id: the fields (`later` ones at their default left out), each cell
+        setting (one declared ``since_start=False`` only away from its default), the method's hyperparameters
+        (`later` ones at their default left out)."""
+        settings = {k: v for k, v in identity(self).items() if k != "settings"}
+        for s in CELL_SETTINGS.values():
+            value = getattr(self, s.name)
+            if s.since_start or value != s.default:
+                settings[s.name] = value
         settings["hparams"] = without_later_defaults(dict(self.hparams), get_method(self.method).Hparams)
         return settings
 
@@ -75,6 +125,28 @@ class Cell:
         """The id of every setting but the seed: the cells whose rows are one experiment's seeds (a report
         averages rows only within one experiment; row column ``experiment``)."""
         return digest({k: v for k, v in self.identity().items() if k != "seed"})
+
+    def tuned_key(self) -> str:
+        """What a `bench tune` configuration is for: every setting but what tuning sets, the seed, the
+        sanity check and the budgets (a configuration found in a short search serves a long one)."""
+        budgets = {s.name for s in CELL_SETTINGS.values() if s.budget} | {"train_epochs"}
+        return digest({k: v for k, v in self.identity().items()
+                       if k not in (*TUNING_OUTCOME, *NOT_TUNED_FOR, *budgets)})
+
+    def replace(self, **changes: Any) -> "Cell":
+        return Cell(**{**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field and every cell setting by name (``plan.json``; `from_dict` reads it back)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "settings"}
+        return {**out, **{name: getattr(self, name) for name in CELL_SETTINGS}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Cell":
+        """The cell of a `to_dict` (JSON lists and mappings back to tuples)."""
+        d = dict(d)
+        d["hparams"] = tuple(sorted(dict(d.get("hparams", {})).items()))
+        return cls(**d)
 
     def build_hparams(self):
         return get_method(self.method).Hparams(**dict(self.hparams))
@@ -169,6 +241,20 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def accepts_cell_settings(cls: type) -> type:
+    """Let the dataclass `cls` take its cell settings as keywords (``SweepSpec(epochs=3)``) into `settings`."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, settings: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        named = {k: kwargs.pop(k) for k in list(kwargs) if k in CELL_SETTINGS}
+        init(self, *args, settings={**(settings or {}), **named}, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+@accepts_cell_settings
 @dataclass
 class SweepSpec:
     """Every axis of a sweep plus the run settings. Field names are the YAML keys and the flags."""
@@ -179,37 +265,21 @@ class SweepSpec:
     sparsity: list[float] = setting([0.5, 0.8, 0.9], "target sparsities in (0, 1)")
     seeds: list[int] = setting([0], "seeds")
     granularity: list[str] = setting(["unstructured"], "unstructured and/or structured; methods skip what they lack")
-    regime: str = setting("strong", "strong: weights frozen at init, only the mask is found and evaluated; weak "
-                          "(lottery ticket): the mask is found, then its surviving weights are trained from init (or "
-                          "the method's rewind point) with the --train-* recipe; joint: weights and mask are trained "
-                          "together in the search (the recipe for the weights), the binary mask is evaluated, no "
-                          "retraining (methods with a search loop)", REGIMES, cell=True)
-    epochs: int = setting(10, "search epochs per cell (imp: per round)", cell=True)
     train_epochs: int | None = setting(None, "weight-training epochs after the search in the weak regime, and for "
                                        "dense (default: --epochs)")
     sanity: bool = setting(False, "add sanity-check cells for every mask: random (same layer sparsities), shuffle "
                            "(within each unit), reinit (same mask, new weights); checks resume from their parent's "
                            "finished search instead of repeating it")
-    amp: bool = setting(False, "bf16 autocast in training steps (part of the cell's identity; evaluation in fp32)",
-                        cell=True)
     compile: bool = setting(False, "torch.compile the training forward (first epoch pays the compilation)")
     measure_latency: bool = setting(False, "time one forward pass of the dense model and of the ticket (dense "
                                     "weights with zeros; Linear layers as torch.sparse CSR) on the CPU, batch 1 and "
                                     "64, median of 30 after warm-up: columns latency_ms_<form>_b<batch> (not part "
                                     "of the cell id)")
-    batch_size: int = setting(128, "batch size", cell=True)
     weight_init: str = setting("auto", "initial weights: auto (strong regime midscaled_signed_constant for crbg, cs "
                                "and cts, scaled_signed_constant for edgepopup and kaiming_normal for dense and the "
                                "pruning-at-init baselines; weak regime kaiming_normal for all), " + ", ".join(
                                    WEIGHT_INITS) + " (scaled: fan_in x density; midscaled: fan_in x sqrt(density))")
-    activation: str = setting("relu", "nonlinearity replacing the model's nn.ReLU modules (classic nets and "
-                              "torchvision ResNets): relu, prelu (PReLU, slope 0.25 at init, trained with the "
-                              "weights), leaky (LeakyReLU 0.01); part of the cell id", ACTIVATIONS, cell=True)
     exclude: list[str] = setting([], "glob patterns of module names never masked")
-    val_size: float = setting(0.1, "fraction of the training split held out for validation, a fixed split",
-                              cell=True)
-    train_size: int = setting(0, "train on a fixed random subset of N training examples, the same for every cell "
-                              "and seed (validation and test untouched; part of the cell id; 0: all)", cell=True)
     tuned: str | None = setting(None, "run each cell with the best configuration `bench tune` found for its method, "
                                 "arch, dataset, granularity, regime, weight init, activation and target "
                                 "(DIR/tuned.yaml); cells without one use the defaults; rows record "
@@ -225,6 +295,13 @@ class SweepSpec:
     data_root: str | None = setting(None, "dataset folder (default $TICKETBENCH_DATA or ./data)")
     out: str | None = setting(None, "output folder (default results/<arch>_<dataset>)")
     name: str | None = setting(None, "name of the run folder under results/ when --out is not given")
+    settings: dict[str, Any] = field(default_factory=dict)  # the cell settings (`CELL_SETTINGS`) given, by name
+
+    def __getattr__(self, name: str) -> Any:  # spec.epochs, spec.regime, ...: a cell setting
+        declared = CELL_SETTINGS.get(name)
+        if declared is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return self.__dict__.get("settings", {}).get(name, declared.default)
 
     def __post_init__(self) -> None:
         for m in self.methods:
@@ -236,8 +313,13 @@ class SweepSpec:
         for g in self.granularity:
             if g not in GRANULARITIES:
                 raise UserError(f"unknown granularity {g!r}; choose from {', '.join(GRANULARITIES)}")
-        if self.regime not in REGIMES:
-            raise UserError(f"unknown regime {self.regime!r}; available: {', '.join(REGIMES)}")
+        unknown = [k for k in self.settings if k not in CELL_SETTINGS]
+        if unknown:
+            raise UserError(f"unknown setting(s) {', '.join(unknown)}")
+        for name, value in self.settings.items():
+            problem = CELL_SETTINGS[name].problem(value)
+            if problem:
+                raise UserError(problem if problem.startswith("unknown") else f"{name} {problem}")
         elsewhere = [m for m in self.methods if self.regime not in get_method(m).regimes]
         if elsewhere:
             raise UserError(f"{', '.join(elsewhere)} run{'s' if len(elsewhere) == 1 else ''} in the {' or '.join(get_method(elsewhere[0]).regimes)} regime "
@@ -249,21 +331,13 @@ class SweepSpec:
                                 f"fix their mask before any training: run them with --regime weak")
         if self.weight_init != "auto" and self.weight_init not in WEIGHT_INITS:
             raise UserError(f"unknown weight init {self.weight_init!r}; choose from auto, {', '.join(WEIGHT_INITS)}")
-        if self.activation not in ACTIVATIONS:
-            raise UserError(f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}")
         if self.threads < 0:
             raise UserError(f"threads must be at least 1 (or 0 for the default), got {self.threads}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise UserError("epochs and batch size must be at least 1")
         if self.train_epochs is not None and self.train_epochs < 1:
             raise UserError("train_epochs must be at least 1")
-        if self.train_size < 0:
-            raise UserError(f"train_size must be at least 1 (or 0 for the whole training split), got {self.train_size}")
         if self.name is not None and (not self.name or Path(self.name).name != self.name or self.name in (".", "..")):
             raise UserError(f"--name {self.name!r} must be a plain folder name (it is created under results/; "
                             f"use --out for another place)")
-        if not 0.0 < self.val_size < 1.0:
-            raise UserError(f"val_size {self.val_size} is outside (0, 1)")
         self._recipe = train_recipe(self.train)
         for m in self.hparams:
             if m not in METHODS:
@@ -303,48 +377,57 @@ class SweepSpec:
             cls = get_method(method)
             if gran not in cls.granularities:
                 continue
-            trains = self.regime == "weak" or cls.dense
+            point = dict(method=method, arch=arch, dataset=dataset, granularity=gran, seed=int(seed),
+                         target_sparsity=0.0 if cls.dense else float(target))
             configs, tuned = self._method_hparams[method], ""
-            entry = self._tuned.get((method, arch, dataset, gran, self.regime, self.weight_init, self.activation,
-                                     float(target)))
+            entry = self._tuned.get(self._cell(cls, (), "", **point).tuned_key())
             if entry is not None:  # the tuned configuration, under any --set of this command
                 configs = hparam_grid(method, {**entry["hparams"], **self.hparams.get(method, {})})
                 tuned = f"{entry['study']}:{entry['trial']}"
             for hparams in configs:
-                self._add(out, cls, hparams, tuned, trains, method=method, arch=arch, dataset=dataset,
-                          target_sparsity=0.0 if cls.dense else float(target), seed=int(seed), granularity=gran)
+                base = self._cell(cls, hparams, tuned, **point)
+                for variant in SANITY if self.sanity and not cls.dense else ("none",):
+                    cell = base.replace(sanity=variant)
+                    out.setdefault(cell.id, cell)
         if not out:
             raise UserError(f"no cell to run: none of the methods {self.methods} supports granularity "
                             f"{self.granularity}")
         return list(out.values())
 
-    def _add(self, out: dict[str, Cell], cls: Any, hparams: tuple, tuned: str, trains: bool, **point: Any) -> None:
-        """Add the cell of one grid point (and its sanity checks) to `out`, keyed by id."""
-        base = Cell(**point, **{f.name: getattr(self, f.name) for f in cell_fields(SweepSpec)},
+    def _cell(self, cls: Any, hparams: tuple, tuned: str, **point: Any) -> Cell:
+        """The cell of one grid point: this sweep's settings, the method's resolved init and training epochs."""
+        trains = self.regime == "weak" or cls.dense
+        return Cell(**point, settings=tuple(self.settings.items()), hparams=hparams, tuned=tuned,
                     weight_init=cls.default_init(self.regime) if self.weight_init == "auto" else self.weight_init,
-                    exclude=tuple(self.exclude), hparams=hparams, tuned=tuned,
-                    train_epochs=(self.train_epochs or self.epochs) if trains else 0, train=self._recipe.overrides())
-        variants = SANITY if self.sanity and not cls.dense else ("none",)
-        for variant in variants:
-            cell = dataclasses.replace(base, sanity=variant)
-            out.setdefault(cell.id, cell)
+                    exclude=tuple(self.exclude), train=self._recipe.overrides(),
+                    train_epochs=(self.train_epochs or self.epochs) if trains else 0)
 
     @property
     def run_name(self) -> str:
         return self.name or f"{'-'.join(self.arch)}_{'-'.join(self.dataset)}".replace(":", "_").replace("/", "_")
 
 
-TunedKey = tuple[str, str, str, str, str, str, str, float]
+def manifest_key(entry: dict[str, Any]) -> str:
+    """The `Cell.tuned_key` of the cells a tuned configuration is for, from the settings its `tuned.yaml` entry
+    names (entries written before a setting was part of the key hold its default; weight init ``auto``: the
+    method's own)."""
+    names = {f.name for f in fields(Cell)} | set(CELL_SETTINGS)
+    known = {k: v for k, v in entry.items() if k in names and k not in TUNING_OUTCOME}
+    if known.get("weight_init", "auto") == "auto":
+        known["weight_init"] = get_method(entry["method"]).default_init(known.get("regime", "strong"))
+    known["target_sparsity"] = float(known["target_sparsity"])
+    known["train"] = tuple(sorted(dict(known.get("train", {})).items()))
+    return Cell.from_dict({"seed": 0, **known}).tuned_key()
 
 
-def manifest_key(entry: dict[str, Any]) -> TunedKey:
-    """What a tuned configuration is for: method, arch, dataset, granularity, regime, weight init, activation
-    and target (manifests written before the regime, init and activation were keys hold the defaults)."""
-    return (entry["method"], entry["arch"], entry["dataset"], entry["granularity"], entry.get("regime", "strong"),
-            entry.get("weight_init", "auto"), entry.get("activation", "relu"), float(entry["target_sparsity"]))
+def manifest_entry(cell: Cell) -> dict[str, Any]:
+    """The settings a `tuned.yaml` entry for `cell`'s configuration names (`manifest_key` reads them back)."""
+    budgets = {s.name for s in CELL_SETTINGS.values() if s.budget} | {"train_epochs"}
+    d = {k: v for k, v in cell.to_dict().items() if k not in (*TUNING_OUTCOME, *NOT_TUNED_FOR, *budgets)}
+    return {**d, "exclude": list(cell.exclude), "train": dict(cell.train)}
 
 
-def load_tuned(folder: Path) -> dict[TunedKey, dict[str, Any]]:
+def load_tuned(folder: Path) -> dict[str, dict[str, Any]]:
     """`bench tune`'s manifest in `folder` (tuned.yaml), keyed by `manifest_key`."""
     path = folder / "tuned.yaml" if folder.is_dir() else folder
     if not path.is_file():
@@ -378,11 +461,15 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 def build_spec(cls: type[SweepSpec], values: dict[str, Any], source: str) -> SweepSpec:
     """Validate keys and coerce scalars/lists to the declared field types."""
-    known = {f.name: f for f in fields(cls)}
-    kwargs: dict[str, Any] = {}
+    known = {f.name: f for f in fields(cls) if f.name != "settings"}
+    kwargs: dict[str, Any] = {"settings": {}}
     for key, value in values.items():
+        if key in CELL_SETTINGS:
+            if value is not None:
+                kwargs["settings"][key] = parse_value(value, CELL_SETTINGS[key].kind, f"{source}: {key}")
+            continue
         if key not in known:
-            raise UserError(f"{source}: unknown setting {key!r}; known: {', '.join(known)}")
+            raise UserError(f"{source}: unknown setting {key!r}; known: {', '.join([*known, *CELL_SETTINGS])}")
         default = known[key].default_factory() if known[key].default_factory is not dataclasses.MISSING \
             else known[key].default
         if isinstance(default, list):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import itertools
 import json
@@ -48,7 +47,7 @@ def record_plan(out: Path, cells: list[Cell]) -> None:
     """Add the sweep's cells to ``plan.json`` (what `bench status` counts as the whole sweep)."""
     path = out / PLAN
     plan = json.loads(path.read_text()) if path.exists() else {}
-    plan.update({c.id: {**dataclasses.asdict(c), "hparams": dict(c.hparams)} for c in cells})
+    plan.update({c.id: {**c.to_dict(), "hparams": dict(c.hparams)} for c in cells})
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(plan, indent=1, default=str))
     os.replace(tmp, path)

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from benchmarks.data import data_root, load_dataset
 from benchmarks.errors import UserError
-from benchmarks.settings import setting
-from benchmarks.spec import SweepSpec, manifest_key
+from benchmarks.settings import CELL_SETTINGS, setting
+from benchmarks.spec import SweepSpec, manifest_entry, manifest_key
 from benchmarks.cell import run_cell
 from benchmarks.trainer import resolve_device
 from methods import Pruner, get_method
@@ -32,48 +33,74 @@ from methods import Pruner, get_method
 OBJECTIVES = ("constrained", "pareto")
 
 
+TUNE_DEFAULTS = {"sparsity": [0.9]}  # bench tune's defaults where they differ from bench run's
+NOT_TUNE_FLAGS = ("methods", "sanity", "tuned", "measure_latency", "out", "name", "epochs")  # SweepSpec's, not tune's
+LEGACY_NAMED = ("regime", "weight_init", "activation")  # in study names as bare values (names made before others)
+
+
 @dataclass
 class TuneSpec:
-    """One `bench tune` command: a study per (method, target), every one with the same trials and epochs."""
+    """One `bench tune` command: a study per (method, target) of `sweep`'s cells, every study with the same
+    trials and epochs. `sweep` holds the cells' settings, from the same flags, YAML keys and declarations
+    as `bench run`'s (one arch, dataset, granularity and seed)."""
 
-    methods: list[str]  # the flag --methods/--method is required (cli.py)
-    arch: str = setting("lenet300", "architecture")
-    dataset: str = setting("mnist", "dataset")
-    sparsity: list[float] = setting([0.9], "target sparsities, one study each")
+    sweep: SweepSpec
     trials: int = setting(20, "trials per study run by this worker")
     budget_epochs: int = setting(3, "search epochs per trial")
     objective: str = setting("constrained", "what to maximise: validation accuracy at sparsity >= target, or the "
                              "(accuracy, sparsity) front with the target free", OBJECTIVES)
     storage: str | None = setting(None, "Optuna RDB URL, e.g. postgresql://user@host/db (default SQLite in --out)")
     study: str | None = setting(None, "study name, for one method and one target (default from method, arch, "
-                                "dataset, target, objective and any non-default regime, init, activation)")
-    seed: int = setting(0, "the seed every trial uses")
-    granularity: str = setting("unstructured", "unstructured or structured")
-    regime: str = setting("strong", "the regime every trial runs in, as bench run --regime (weak: the objective is "
-                          "the trained ticket's validation accuracy)", ("strong", "weak", "joint"))
-    weight_init: str = setting("auto", "initial weights, as bench run --weight-init")
-    activation: str = setting("relu", "as bench run --activation", ("relu", "prelu", "leaky"))
-    batch_size: int = setting(128, "batch size")
-    train_size: int = setting(0, "train on a fixed subset of N examples (0: all), as bench run --train-size")
-    device: str = setting("auto", "auto, cpu, cuda, ...")
-    data_root: str | None = setting(None, "dataset folder (default $TICKETBENCH_DATA or ./data)")
+                                "dataset, target, objective and every setting away from its default)")
     out: str | None = setting(None, "output folder (default results/tune_<study> for one study, else "
                               "results/tune_<arch>_<dataset>)")
     heartbeat: int = setting(30, "seconds between trial heartbeats; a trial silent for twice that is marked failed")
     progress: bool = False
 
-    def study_name(self, method: str, target: float) -> str:
-        """The default name carries every setting of the protocol that is not the default one, so the
-        studies of a weak-regime or a PReLU comparison never mix with the default ones in one storage."""
-        extra = "".join(f"_{v}" for v, d in ((self.regime, "strong"), (self.weight_init, "auto"),
-                                               (self.activation, "relu")) if v != d)
-        return self.study or f"{method}_{self.arch}_{self.dataset}_{target:g}_{self.objective}{extra}"
+    def __post_init__(self) -> None:
+        several = [f"--{k} {','.join(map(str, v))}" for k, v in (("arch", self.sweep.arch), ("dataset",
+                   self.sweep.dataset), ("granularity", self.sweep.granularity), ("seeds", self.sweep.seeds))
+                   if len(v) != 1]
+        if several:
+            raise UserError(f"bench tune runs one arch, dataset, granularity and seed per command; got "
+                            f"{'; '.join(several)}")
+        grids = [f"{m}.{k}" for m, params in self.sweep.hparams.items() for k, v in params.items()
+                 if isinstance(v, list) or "," in str(v)]
+        if grids:
+            raise UserError(f"--set {', '.join(grids)}: a trial fixes one value of a hyperparameter it does not "
+                            f"tune, not a list")
 
     @property
-    def protocol(self) -> dict[str, str]:
-        """The settings besides method, arch, dataset, granularity and target that a tuned configuration
-        is valid for (part of the `tuned.yaml` key)."""
-        return {"regime": self.regime, "weight_init": self.weight_init, "activation": self.activation}
+    def methods(self) -> list[str]:
+        return self.sweep.methods
+
+    @property
+    def sparsity(self) -> list[float]:
+        return self.sweep.sparsity
+
+    @property
+    def arch(self) -> str:
+        return self.sweep.arch[0]
+
+    @property
+    def dataset(self) -> str:
+        return self.sweep.dataset[0]
+
+    @property
+    def seed(self) -> int:
+        return self.sweep.seeds[0]
+
+    def study_name(self, method: str, target: float) -> str:
+        """The default name carries every setting away from its default, so the studies of a weak-regime, a
+        PReLU or a batch-64 comparison never mix with the default ones in one storage."""
+        base = SweepSpec()
+        extra = "".join(f"_{getattr(self.sweep, k)}" for k in LEGACY_NAMED if getattr(self.sweep, k) != getattr(base, k))
+        extra += "".join(f"_{s.name}={getattr(self.sweep, s.name)}" for s in CELL_SETTINGS.values()
+                         if s.name not in LEGACY_NAMED and not s.budget and getattr(self.sweep, s.name) != s.default)
+        extra += "".join(f"_{k}={v}" for k, v in (("exclude", ";".join(self.sweep.exclude)),
+                                                  ("train", ",".join(f"{a}={b}" for a, b in
+                                                                     self.sweep._recipe.overrides()))) if v)
+        return self.study or f"{method}_{self.arch}_{self.dataset}_{target:g}_{self.objective}{extra}"
 
     @property
     def out_dir(self) -> Path:
@@ -87,7 +114,14 @@ class TuneSpec:
         """A study's trials.csv and best.yaml: the output folder itself for a single study, else a subfolder."""
         if len(self.methods) == 1 and len(self.sparsity) == 1:
             return self.out_dir
-        return self.out_dir / self.study_name(method, target).replace(":", "_")
+        return self.out_dir / self.study_name(method, target).replace(":", "_").replace("/", "_")
+
+    def cell_spec(self, method: str, target: float, params: dict[str, Any]) -> SweepSpec:
+        """The sweep one trial runs: the tuned method at the budget with the sampled hyperparameters (over any
+        --set of this command)."""
+        hparams = {**self.sweep.hparams, method: {**self.sweep.hparams.get(method, {}), **params}}
+        return dataclasses.replace(self.sweep, methods=[method], sparsity=[target], epochs=self.budget_epochs,
+                                   hparams=hparams)
 
 
 def _storage(spec: TuneSpec, out: Path):
@@ -107,15 +141,6 @@ def _storage(spec: TuneSpec, out: Path):
             time.sleep(0.5 + attempt)
 
 
-def _cell_spec(spec: TuneSpec, method: str, target: float, params: dict[str, Any]) -> SweepSpec:
-    """The SweepSpec one trial runs: the tuned method at the budget with the sampled hyperparameters."""
-    return SweepSpec(methods=[method], arch=[spec.arch], dataset=[spec.dataset], sparsity=[target],
-                     seeds=[spec.seed], granularity=[spec.granularity], epochs=spec.budget_epochs,
-                     regime=spec.regime, weight_init=spec.weight_init, activation=spec.activation,
-                     batch_size=spec.batch_size, train_size=spec.train_size, hparams={method: params},
-                     device=spec.device)
-
-
 def run_tune(spec: TuneSpec) -> Path:
     """Every (method, target) study of `spec`, one after the other, each with `spec.trials` trials of
     `spec.budget_epochs` epochs; then the manifest `tuned.yaml` that `bench run --tuned` reads."""
@@ -128,7 +153,7 @@ def run_tune(spec: TuneSpec) -> Path:
     if spec.study and len(spec.methods) * len(spec.sparsity) > 1:
         raise UserError("--study names one study: give one method and one target with it")
     for method in spec.methods:  # validates names, targets and granularity before any work
-        _cell_spec(spec, method, spec.sparsity[0], {})
+        spec.cell_spec(method, spec.sparsity[0], {})
         cls = get_method(method)
         if cls.search_space is Pruner.search_space:
             raise UserError(f"method {method!r} declares no search space (nothing to tune); tune only the "
@@ -141,9 +166,11 @@ def run_tune(spec: TuneSpec) -> Path:
             raise UserError(f"sparsity {target} is outside (0, 1)")
     out = spec.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(spec.device)
-    splits = load_dataset(spec.dataset, data_root(spec.data_root)).to(device)
-    splits.with_train_size(spec.train_size)  # a bad size is one line before any trial; each cell cuts its own
+    device = resolve_device(spec.sweep.device)
+    if spec.sweep.threads:
+        torch.set_num_threads(spec.sweep.threads)
+    splits = load_dataset(spec.dataset, data_root(spec.sweep.data_root), val_size=spec.sweep.val_size).to(device)
+    splits.with_train_size(spec.sweep.train_size)  # a bad size is one line before any trial; each cell cuts its own
     storage = _storage(spec, out)
     studies = [(m, t) for m in spec.methods for t in spec.sparsity]
     for i, (method, target) in enumerate(studies, 1):
@@ -170,13 +197,13 @@ def run_study(spec: TuneSpec, method: str, target: float, splits, device, storag
                                 sampler=optuna.samplers.TPESampler(), pruner=pruner, load_if_exists=True)
 
     # The method's defaults are the first trial, so a study never ends below the default setting.
-    defaults = cls.search_space(optuna.trial.FixedTrial(dataclasses.asdict(cls.Hparams())), spec.regime)
+    defaults = cls.search_space(optuna.trial.FixedTrial(dataclasses.asdict(cls.Hparams())), spec.sweep.regime)
     study.enqueue_trial(defaults, skip_if_exists=True)
 
     def objective(trial: optuna.Trial):
-        params = {**cls.search_space(trial, spec.regime), **fixed}
+        params = {**cls.search_space(trial, spec.sweep.regime), **fixed}
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
-        (cell,) = _cell_spec(spec, method, target, params).cells()
+        (cell,) = spec.cell_spec(method, target, params).cells()
 
         def report(row: dict[str, Any]) -> None:
             if row["phase"] != "search":
@@ -230,7 +257,7 @@ def export(study, spec: TuneSpec, method: str, target: float) -> None:
                      "val_acc": values[0] if values else None,
                      "sparsity": t.user_attrs.get("sparsity"), "target_sparsity": target,
                      "feasible": t.user_attrs.get("constraint", 1.0) <= 0, "method": method, "arch": spec.arch,
-                     "dataset": spec.dataset, "budget_epochs": spec.budget_epochs, "train_size": spec.train_size,
+                     "dataset": spec.dataset, "budget_epochs": spec.budget_epochs, "train_size": spec.sweep.train_size,
                      "objective": spec.objective, "worker": t.user_attrs.get("worker"),
                      "wall_s": t.user_attrs.get("wall_s"), **{f"hp_{k}": v for k, v in t.params.items()}})
     import pandas as pd
@@ -243,10 +270,12 @@ def export(study, spec: TuneSpec, method: str, target: float) -> None:
         print(f"no feasible completed trial yet in study {study.study_name!r} ({len(rows)} trials)")
         return
     top = best[0]
-    fragment = {"methods": [method], "arch": [spec.arch], "dataset": [spec.dataset], "sparsity": [target],
-                "granularity": [spec.granularity], **spec.protocol, "batch_size": spec.batch_size,
-                "epochs": spec.budget_epochs,
-                "seeds": [spec.seed], "train_size": spec.train_size, "hparams": {method: best_params(top, spec)}}
+    sweep = spec.sweep
+    fragment = {"methods": [method], "arch": sweep.arch, "dataset": sweep.dataset, "sparsity": [target],
+                "granularity": sweep.granularity, "seeds": sweep.seeds, "weight_init": sweep.weight_init,
+                **({"exclude": sweep.exclude} if sweep.exclude else {}), **({"train": sweep.train} if sweep.train else {}),
+                **{name: getattr(sweep, name) for name in CELL_SETTINGS}, "epochs": spec.budget_epochs,
+                "hparams": {method: {**sweep.hparams.get(method, {}), **best_params(top, spec)}}}
     (folder / "best.yaml").write_text(f"# best trial {top.number} of study {study.study_name}: val_acc "
                                       f"{top.values[0]:.2f}, sparsity {top.user_attrs.get('sparsity', float('nan')):.4f}"
                                       f" ({spec.budget_epochs} epochs, seed {spec.seed}; a longer run: --epochs N)\n"
@@ -283,15 +312,15 @@ def write_manifest(spec: TuneSpec, storage, out: Path) -> None:
             if not best:
                 continue
             trials = len(optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False))
-            entry = {
-                "method": method, "arch": spec.arch, "dataset": spec.dataset, "granularity": spec.granularity,
-                **spec.protocol, "target_sparsity": float(target), "study": name, "trial": best[0].number,
-                "val_acc": float(best[0].values[0]), "trials": trials, "budget_epochs": spec.budget_epochs,
-                "train_size": spec.train_size, "objective": spec.objective, "hparams": best_params(best[0], spec)}
+            (cell,) = spec.cell_spec(method, target, {}).cells()
+            entry = {**manifest_entry(cell), "study": name, "trial": best[0].number,
+                     "val_acc": float(best[0].values[0]), "trials": trials, "budget_epochs": spec.budget_epochs,
+                     "train_size": spec.sweep.train_size, "objective": spec.objective,
+                     "hparams": {**spec.sweep.hparams.get(method, {}), **best_params(best[0], spec)}}
             entries[manifest_key(entry)] = entry
-    path.write_text("# bench tune's best configuration per (method, arch, dataset, granularity, regime, weight init, "
-                    "activation, target), chosen on "
-                    "validation data; use with: bench run --tuned " + str(out) + "\n"
+    path.write_text("# bench tune's best configuration per cell identity (every setting but the hyperparameters, "
+                    "seed, sanity check and budgets), chosen on validation data; use with: bench run --tuned "
+                    + str(out) + "\n"
                     + yaml.safe_dump({"configs": list(entries.values())}, sort_keys=False))
     budgets = {(e["trials"], e["budget_epochs"], e["train_size"]) for e in entries.values()}
     note = "" if len(budgets) <= 1 else " (warning: the studies in it had different budgets: " \

@@ -27,10 +27,12 @@ def identity_columns(df: pd.DataFrame) -> list[str]:
     hyperparameters of its method as ``hp_<name>`` (not the results a method records beside them, such as
     ``hp_lambda_final``) and the weight-training recipe as ``train_<name>``."""
     from benchmarks.recipe import Recipe
+    from benchmarks.settings import CELL_SETTINGS
     from benchmarks.spec import Cell
     from methods import METHODS
 
-    names = [f.name for f in dataclasses.fields(Cell) if f.name not in ("hparams", "train")]
+    names = [f.name for f in dataclasses.fields(Cell) if f.name not in ("hparams", "train", "settings")]
+    names += list(CELL_SETTINGS)
     hparams: set[str] = set()
     for method in df["method"].dropna().unique() if "method" in df else ():
         cls = METHODS.get(method)

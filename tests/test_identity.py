@@ -89,3 +89,48 @@ def test_a_penalty_only_lambda_grid_is_one_curve_of_points(tmp_path):
         figures.accuracy_vs_sparsity(summ, pd.DataFrame(), figures.Palette(list(summ["series"])), tmp_path,
                                      "sparsity", "fig")
     assert drawn["crbg (target_mode=none)"] == ([0.3, 0.99], [97.0, 60.0])  # one line along achieved sparsity
+
+
+@pytest.fixture
+def knob():
+    """A result-changing setting declared once, as a plugin would (the code that reads it, ``cell.knob``, is
+    all it would add)."""
+    from benchmarks.settings import CELL_SETTINGS, cell_setting
+
+    declared = cell_setting("knob", 1.0, "a test setting", check=lambda v: None if v > 0 else "must be > 0")
+    yield declared
+    del CELL_SETTINGS["knob"]
+
+
+def test_one_declaration_reaches_flags_yaml_ids_rows_tuning_and_the_report(knob, tmp_path, capsys):
+    import json
+
+    from benchmarks.cli import make_parser, main
+    from benchmarks.export import cell_settings
+    from benchmarks.spec import SweepSpec
+    from benchmarks.tune import TuneSpec
+
+    for command in ("run", "tune"):  # the flag, with its help
+        assert "--knob" in make_parser(command).format_help() or "--knob" in \
+            make_parser(command)._subparsers._group_actions[0].choices[command].format_help()
+    default, turned = (SweepSpec(methods=["edgepopup"], sparsity=[0.5], **kw).cells()[0] for kw in ({}, {"knob": 2.0}))
+    assert default.id == SweepSpec(methods=["edgepopup"], sparsity=[0.5]).cells()[0].id  # at its default: old ids
+    assert turned.knob == 2.0 and turned.id != default.id and turned.experiment != default.experiment
+    assert turned.tuned_key() != default.tuned_key()  # a configuration tuned at knob 1 is not used at knob 2
+    assert TuneSpec(SweepSpec(methods=["crbg"], knob=2.0)).study_name("crbg", 0.9).endswith("_knob=2.0")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("knob: 0\n")
+    assert main(["run", "--config", str(cfg), "--dataset", "synthetic"]) == 2  # the YAML key, checked
+    assert "knob must be > 0" in capsys.readouterr().err
+    out = tmp_path / "r"
+    args = ["run", "--methods", "edgepopup", "--arch", "lenet300", "--dataset", "synthetic", "--sparsity", "0.5",
+            "--epochs", "1", "--batch-size", "64", "--no-progress", "--out", str(out)]
+    assert main(args) == 0 and main(args + ["--knob", "2"]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(runs["knob"]) == [1.0, 2.0] and runs["experiment"].nunique() == 2  # the row's column
+    plan = json.loads((out / "plan.json").read_text())
+    two = runs.loc[runs["knob"] == 2.0, "cell"].item()
+    assert cell_settings(out, two).knob == 2.0 and plan[two]["knob"] == 2.0  # export's rebuild
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    table = pd.read_csv(tmp_path / "rep" / "table_synthetic_lenet300_strong.csv")
+    assert sorted(table["series"]) == ["edgepopup (knob=1.0)", "edgepopup (knob=2.0)"]  # the report's grouping

@@ -227,28 +227,28 @@ def test_bench_status_reads_a_folder_without_importing_torch(tmp_path):
     assert "0 cells" in done.stdout
 
 
-def test_a_cell_setting_is_one_declaration_reaching_cells_ids_and_rows():
-    """A sweep setting declared ``setting(..., cell=True)`` is copied into every cell, changes its id and is a
-    column of its rows, with no wiring code: `SweepSpec._add` and `run_cell` read `cell_fields`."""
+def test_every_cell_setting_reaches_cells_ids_and_rows():
+    """Each declared cell setting (`benchmarks.settings.CELL_SETTINGS`) is copied into every cell, changes its
+    id away from its default and is a column of its rows, with no wiring code per setting."""
     import torch
 
     from benchmarks.cell import run_cell
-    from benchmarks.settings import cell_fields
+    from benchmarks.settings import CELL_SETTINGS
     from benchmarks.spec import SweepSpec
     from tests.conftest import tiny_splits
 
     other = {"regime": "weak", "epochs": 3, "batch_size": 64, "amp": True, "activation": "prelu", "val_size": 0.2,
              "train_size": 100}
-    names = {f.name for f in cell_fields(SweepSpec)}
-    assert names == set(other)  # a new cell setting: give it another value here
-    assert names <= {f.name for f in dataclasses.fields(Cell)}
+    assert set(CELL_SETTINGS) == set(other)  # a new cell setting: give it another value here
     base = SweepSpec(methods=["random"], sparsity=[0.5]).cells()[0]
     for name, value in other.items():
         cell = SweepSpec(methods=["random"], sparsity=[0.5], **{name: value}).cells()[0]
         assert getattr(cell, name) == value and cell.id != base.id, name
+        assert cell.experiment != base.experiment and cell.replace(seed=5).experiment == cell.experiment
     row = run_cell(dataclasses.replace(base, epochs=1), tiny_splits(n=64), torch.device("cpu"), progress=False).run
-    assert row["status"] == "ok" and all(name in row for name in names)
+    assert row["status"] == "ok" and all(name in row for name in other)
     assert row["activation"] == "relu" and row["val_size"] == 0.1 and row["train_size"] == 64
+    assert row["experiment"] == dataclasses.replace(base, epochs=1).experiment
 
 
 def test_run_cell_hands_every_epoch_to_its_hook_and_lets_passthrough_errors_out():

@@ -57,7 +57,7 @@ def test_tune_uses_validation_only_and_writes_a_config_bench_run_accepts(tmp_pat
 def test_pareto_objective(tmp_path, capsys):
     out = tmp_path / "p"
     assert main(TUNE + ["--trials", "3", "--budget-epochs", "1", "--objective", "pareto", "--out", str(out)]) == 0
-    study = optuna.load_study(study_name="crbg_lenet300_synthetic_0.8_pareto", storage=f"sqlite:///{out / 'tune.db'}")
+    study = optuna.load_study(study_name="crbg_lenet300_synthetic_0.8_pareto_batch_size=64", storage=f"sqlite:///{out / 'tune.db'}")
     assert len(study.directions) == 2 and len(study.best_trials) >= 1
     assert yaml.safe_load((out / "best.yaml").read_text())["hparams"]["crbg"]["target_mode"] == "none"
     assert main(["tune", "--method", "edgepopup", "--dataset", "synthetic", "--objective", "pareto",
@@ -194,7 +194,7 @@ def test_a_weak_regime_study_is_keyed_by_its_regime_and_used_by_weak_cells_only(
     assert main(TUNE + ["--method", "cs", "--regime", "weak", "--trials", "1", "--budget-epochs", "1",
                         "--out", str(out)]) == 0
     (entry,) = yaml.safe_load((out / "tuned.yaml").read_text())["configs"]
-    assert entry["regime"] == "weak" and entry["study"] == "cs_lenet300_synthetic_0.8_constrained_weak"
+    assert entry["regime"] == "weak" and entry["study"] == "cs_lenet300_synthetic_0.8_constrained_weak_batch_size=64"
     assert yaml.safe_load((out / "best.yaml").read_text())["regime"] == "weak"
     args = ["run", "--methods", "cs", "--arch", "lenet300", "--dataset", "synthetic", "--sparsity", "0.8",
             "--epochs", "1", "--batch-size", "64", "--no-progress", "--tuned", str(out)]
@@ -204,7 +204,8 @@ def test_a_weak_regime_study_is_keyed_by_its_regime_and_used_by_weak_cells_only(
     assert pd.read_csv(tmp_path / "strong" / "runs.csv").tuned.item() == "default"
     from benchmarks.spec import manifest_key
     old = {k: v for k, v in entry.items() if k not in ("regime", "weight_init", "activation")}
-    assert manifest_key(old)[4:7] == ("strong", "auto", "relu")
+    assert manifest_key(old) == manifest_key({**old, "regime": "strong", "weight_init": "auto", "activation": "relu"})
+    assert manifest_key(old) != manifest_key(entry)
 
 
 def test_tune_rejects_bad_budgets_in_one_line(tmp_path, capsys):
