@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import benchmarks.phases as phases
 import benchmarks.trainer as trainer
 from benchmarks.cli import main
 
@@ -29,10 +30,12 @@ TUNE = ["tune", "--method", "crbg", "--arch", "lenet300", "--dataset", "syntheti
 def test_tune_uses_validation_only_and_writes_a_config_bench_run_accepts(tmp_path, monkeypatch, capsys):
     seen = []
     real = trainer.evaluate
-    monkeypatch.setattr(trainer, "evaluate", lambda model, splits, which, *a: seen.append(which) or real(model, splits, which, *a))
+    spy = lambda model, splits, which, *a: seen.append(which) or real(model, splits, which, *a)  # noqa: E731
+    for module in (trainer, phases):  # every epoch's validation, and the cell's final evaluation
+        monkeypatch.setattr(module, "evaluate", spy)
     out = tmp_path / "t"
     assert main(TUNE + ["--trials", "3", "--budget-epochs", "2", "--out", str(out)]) == 0
-    assert set(seen) == {"val"}  # the test set is never seen while tuning
+    assert set(seen) == {"val"} and len(seen) >= 3 * (2 + 1)  # the test set is never seen while tuning
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 3 and set(trials.state) <= {"COMPLETE", "PRUNED"}
     assert {"hp_lam", "hp_sigma", "hp_lr", "hp_mu_init", "hp_threshold"} <= set(trials.columns)
