@@ -3,9 +3,10 @@ writes rows) and the executors (which decide where cells run); `bench tune` buil
 
 from __future__ import annotations
 
+import os
 import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +30,8 @@ def versions(device: torch.device) -> dict[str, str]:
     import torchvision
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return {"device": f"{device.type}:{name}", "threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"device": f"{device.type}:{name}", "threads": torch.get_num_threads(),
+            "mkl_cbwr": os.environ.get("MKL_CBWR", ""), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "timm": timm.__version__, "python": platform.python_version(), "ticketbench": benchmarks.__version__}
 
 
@@ -61,7 +63,7 @@ def build_ticket_pruner(cell: Cell, num_classes: int, input_shape: tuple[int, ..
 
 def sanity_parent(cell: Cell) -> Cell:
     """The cell whose mask a sanity check ablates: the same cell without the ablation."""
-    return replace(cell, sanity="none")
+    return cell.replace(sanity="none")
 
 
 def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = True,

@@ -67,6 +67,8 @@ COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "wall_s": ("s", "wall seconds of the whole cell, earlier interrupted runs included"),
         "device": ("name", "device type and name"),
         "threads": ("int", "torch CPU threads"),
+        "mkl_cbwr": ("mode", "Intel MKL's reproducibility mode (MKL_CBWR; AUTO,STRICT: the same bits at any "
+                             "thread count)"),
         "torch": ("version", "library version"),
         "torchvision": ("version", "library version"),
         "timm": ("version", "library version"),

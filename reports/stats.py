@@ -50,9 +50,12 @@ def _text(values: pd.Series) -> pd.Series:
 def experiments(df: pd.DataFrame) -> pd.Series:
     """Each row's experiment: its ``experiment`` column (the hash of every setting but the seed), or for rows
     written before that column the same settings read from its identity columns."""
+    from benchmarks.spec import digest
+
     cols = [c for c in identity_columns(df) if c != "seed"]
-    legacy = pd.Series(["legacy:" + "|".join(t) for t in zip(*(_text(df[c]) for c in cols))] if cols else
-                       ["legacy:"] * len(df), index=df.index, dtype=object)
+    values = {c: _text(df[c]) for c in cols}  # an empty value (a column of another method) names nothing
+    legacy = pd.Series([digest({c: values[c][i] for c in cols if values[c][i] != ""}) for i in df.index],
+                       index=df.index, dtype=object)
     if "experiment" not in df:
         return legacy
     own = df["experiment"].astype(object)
@@ -130,8 +133,8 @@ def ci95(values: pd.Series) -> tuple[float, float, float]:
 
 
 def summarize(ok: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
-    """One row per experiment (dataset, arch, regime, series, target, point): seeds, mean of `metric`, its 95 % t-interval half-width
-    and bounds (the bounds clipped to [0, 100] %), mean achieved sparsity."""
+    """One row per experiment (dataset, arch, regime, series, target, point): seeds, mean of `metric`, its
+    95 % t-interval half-width and bounds (the bounds clipped to [0, 100] %), mean achieved sparsity."""
     rows = []
     for key, g in add_series(ok).groupby(PANEL + POINT, sort=True):
         mean, lo, hi = ci95(g[metric])

@@ -16,7 +16,6 @@ import os
 import platform
 from pathlib import Path
 
-import pytest
 import torch
 
 from benchmarks.cell import run_cell
