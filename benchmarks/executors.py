@@ -56,12 +56,16 @@ def run_job(cell: Cell, job: Job) -> CellResult:
     from benchmarks.trainer import resolve_device
 
     load_plugins()  # a worker process registers the user's methods, models and datasets too
-    if job.threads:
-        torch.set_num_threads(job.threads)
     device = resolve_device(job.device)
     splits = dataset_on(device, cell.dataset, job.data_root, job.download, cell.val_size)
-    return run_cell(cell, splits, device, job.progress, job.checkpoints, job.running, job.compile,
-                    job.share_search, job.measure_latency)
+    before = torch.get_num_threads()
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    try:
+        return run_cell(cell, splits, device, job.progress, job.checkpoints, job.running, job.compile,
+                        job.share_search, job.measure_latency)
+    finally:  # this process (a sequential sweep's) keeps its own count
+        torch.set_num_threads(before)
 
 
 Started = Callable[[Cell], None]  # told when a cell is handed to a worker (running markers)
