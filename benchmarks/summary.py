@@ -15,6 +15,7 @@ def summary_table(out: Path, cells: set[str] | None = None) -> str:
     sparsity (fraction) per experiment, over the finished cells among `cells` (default: all of the folder's).
     Rows are the report's series and points (`reports.stats.add_series`): only seeds of one experiment are
     averaged, and a series names what differs from its method's others. Ends with where the files are."""
+    from reports.load import with_experiments
     from reports.stats import PANEL, POINT, add_series, point_label
 
     rows = {r["cell"]: r for r in read_rows(out / RUNS) if cells is None or r["cell"] in cells}  # last row per cell
@@ -26,7 +27,7 @@ def summary_table(out: Path, cells: set[str] | None = None) -> str:
     df = pd.DataFrame(ok)
     for col in ("target_sparsity", "sparsity", "test_acc"):
         df[col] = df[col].astype(float)
-    df = add_series(df)
+    df = add_series(with_experiments(out, df))
     keys = [k for k in PANEL if k in df and (k != "regime" or df[k].nunique() > 1)]
     table = df.groupby(keys + POINT, sort=True).agg(test_acc=("test_acc", "mean"), test_std=("test_acc", "std"),
                                                      sparsity=("sparsity", "mean"), seeds=("seed", "count"))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 
 from benchmarks.errors import UserError
-from benchmarks.paths import CURVES, LAYERS, RUNS
+from benchmarks.paths import CURVES, LAYERS, PLAN, RUNS
 from benchmarks.results import (CURVE_COLUMNS, LAYER_COLUMNS, OK_RUN_COLUMNS, RUN_COLUMNS, Schema, check_rows,
                                 duplicate_cells, read_rows)
 from benchmarks.console import log
@@ -32,6 +34,35 @@ def roles(runs: pd.DataFrame) -> pd.Series:
     sanity = runs["sanity"].fillna("none") if "sanity" in runs else pd.Series("none", index=runs.index)
     legacy = pd.Series([legacy_role(m, s) for m, s in zip(runs["method"], sanity)], index=runs.index, dtype=object)
     return runs["role"].fillna(legacy) if "role" in runs else legacy
+
+
+def planned_experiments(folder: Path, cells: Iterable[str]) -> dict[str, str]:
+    """The `experiment` id of each of `cells` that the folder's ``plan.json`` describes (rows written before
+    runs.csv had that column); cells it lacks, or whose method or settings this installation does not know,
+    are left out (the report then reads their settings from their rows' columns)."""
+    from benchmarks.spec import Cell
+
+    try:
+        plan = json.loads((folder / PLAN).read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for cell in cells:
+        try:
+            out[cell] = Cell.from_dict(plan[cell]).experiment
+        except Exception:  # not planned here, a plugin's method or setting not loaded, another version's field
+            continue
+    return out
+
+
+def with_experiments(folder: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` with the `experiment` column filled from ``plan.json`` where a row lacks it."""
+    own = runs["experiment"] if "experiment" in runs else pd.Series(None, index=runs.index, dtype=object)
+    lacking = own.isna() | (own.astype(str) == "")
+    if not lacking.any():
+        return runs
+    planned = planned_experiments(folder, runs.loc[lacking, "cell"])
+    return runs.assign(experiment=own.where(~lacking, runs["cell"].map(planned)))
 
 
 @dataclass
@@ -73,7 +104,7 @@ def load(folders: list[Path]) -> Results:
             log(f"bench: {folder / RUNS}: {len(copies)} cell(s) have several rows ({', '.join(copies[:5])}"
                 f"{', ...' if len(copies) > 5 else ''}); the last row of each is used (bench run on the folder "
                 f"removes the copies)")
-        runs.append(_typed(folder / RUNS, rows, RUN_COLUMNS))
+        runs.append(with_experiments(folder, _typed(folder / RUNS, rows, RUN_COLUMNS)))
         _typed(folder / RUNS, rows, OK_RUN_COLUMNS, only_ok=True)  # failed rows have no numbers
         curves.append(_typed(folder / CURVES, read_rows(folder / CURVES), CURVE_COLUMNS))
         layers.append(_typed(folder / LAYERS, read_rows(folder / LAYERS), LAYER_COLUMNS))

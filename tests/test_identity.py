@@ -134,3 +134,26 @@ def test_one_declaration_reaches_flags_yaml_ids_rows_tuning_and_the_report(knob,
     assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
     table = pd.read_csv(tmp_path / "rep" / "table_synthetic_lenet300_strong.csv")
     assert sorted(table["series"]) == ["edgepopup (knob=1.0)", "edgepopup (knob=2.0)"]  # the report's grouping
+
+
+def test_rows_written_before_the_experiment_column_join_their_experiment_through_plan_json(tmp_path):
+    """A folder whose first seed was written without the `experiment` column (an older version) and whose
+    second seed was written with it: plan.json names the first row's experiment, so the two seeds are one
+    series of 2 seeds, not two."""
+    from benchmarks.cli import main
+
+    out = tmp_path / "r"
+    args = ["run", "--methods", "edgepopup", "--arch", "lenet300", "--dataset", "synthetic", "--sparsity", "0.5",
+            "--epochs", "1", "--batch-size", "64", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    old = pd.read_csv(out / "runs.csv").drop(columns="experiment")
+    old.to_csv(out / "runs.csv", index=False)
+    assert main(args + ["--seeds", "1"]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs["experiment"].isna().sum() == 1  # the older row has none
+    summ = summarize(add_series(runs.assign(experiment=runs["experiment"].fillna(""))))  # columns alone: apart
+    assert len(summ) == 2
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    table = pd.read_csv(tmp_path / "rep" / "table_synthetic_lenet300_strong.csv")
+    assert table["series"].tolist() == ["edgepopup"] and table["seeds"].tolist() == [2]
+    assert "2" in summary_table(out).splitlines()[1].split()[-1]  # the sweep's summary: 2 seeds
