@@ -79,6 +79,9 @@ def register_dataset(name: str) -> Callable[[DatasetFn], DatasetFn]:
     """Decorator: ``@register_dataset("mine")`` on ``fn(root: Path, download: bool, val_size: float) -> Splits``
     makes ``bench run --dataset mine`` work."""
 
+    if name in DATASETS:  # two datasets under one name would share cell ids
+        raise ValueError(f"dataset {name!r} is already registered; give yours another name")
+
     def deco(fn: DatasetFn) -> DatasetFn:
         DATASETS[name] = fn
         return fn

@@ -13,5 +13,7 @@ def load_plugins() -> None:
     for name in filter(None, (n.strip() for n in os.environ.get("TICKETBENCH_PLUGINS", "").split(","))):
         try:
             importlib.import_module(name)
-        except ImportError as e:
-            raise UserError(f"cannot import plugin module {name!r} from $TICKETBENCH_PLUGINS: {e}") from None
+        except Exception as e:  # not found, a syntax error, a name taken, anything its import raises
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise UserError(f"plugin module {name!r} from $TICKETBENCH_PLUGINS failed to import: "
+                            f"{type(e).__name__}: {first}") from None

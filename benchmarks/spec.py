@@ -163,9 +163,14 @@ def digest(settings: dict[str, Any]) -> str:
 
 
 def parse_value(raw: Any, typ: type, what: str) -> Any:
-    """Coerce a flag or YAML value to the dataclass field's type, with a clear error."""
-    if isinstance(raw, typ) and not (typ is int and isinstance(raw, bool)):
+    """Coerce a flag or YAML value to the dataclass field's type, with a clear error. Nothing is rounded or
+    reinterpreted: 1.5 is no int, true is no number, 1 is no switch."""
+    if isinstance(raw, typ) and not (typ in (int, float) and isinstance(raw, bool)):
         return raw
+    wrong = isinstance(raw, bool) and typ in (int, float) or isinstance(raw, float) and typ is int \
+        or isinstance(raw, (int, float)) and typ is bool or isinstance(raw, (list, dict)) and typ is not list
+    if wrong:
+        raise UserError(f"{what}: expected {typ.__name__}, got {raw!r}")
     try:
         if typ is bool:
             if str(raw).lower() in ("1", "true", "yes", "on"):
@@ -439,9 +444,22 @@ def load_tuned(folder: Path) -> dict[str, dict[str, Any]]:
         raise UserError(f"{path}: not a bench tune manifest (expected configs: [{{method, arch, ...}}])") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML itself keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise UserError(f"config file not found: {path}") from None
     except IsADirectoryError:

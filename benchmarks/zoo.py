@@ -29,6 +29,9 @@ def register_model(name: str, train_lr: float | None = None) -> Callable[[ModelF
     makes ``bench run --arch mynet`` work. `train_lr`: the SGD learning rate for training the model's
     weights (weak regime, dense, pre-training) where the standard recipe's does not suit it."""
 
+    if name in MODELS:  # two networks under one name would share cell ids
+        raise ValueError(f"arch {name!r} is already registered; give yours another name")
+
     def deco(fn: ModelFn) -> ModelFn:
         MODELS[name] = fn
         if train_lr is not None:

@@ -298,3 +298,40 @@ def test_summary_keeps_tuned_and_default_cells_apart(tmp_path):
     assert len([line for line in table if " cs" in line]) == 2
     assert any("97.00" in line and "cs (tuned)" not in line for line in table)
     assert any("90.00" in line and "cs (tuned)" in line for line in table)
+
+
+# issue 28, 3: a YAML value of the wrong type or a key given twice is refused, never rounded or overwritten
+@pytest.mark.parametrize("text,message", [
+    ("epochs: 1.5\n", "epochs: expected int, got 1.5"),
+    ("epochs: true\n", "epochs: expected int, got True"),
+    ("seeds: [0, 1.5]\n", "seeds: expected int, got 1.5"),
+    ("amp: 1\n", "amp: expected bool, got 1"),
+    ("methods: [crbg]\nmethods: [cs]\n", "duplicate key 'methods'"),
+    ("hparams:\n  crbg:\n    lr: 0.1\n    lr: 0.2\n", "duplicate key 'lr'"),
+    ("train:\n  lr: true\n", "train.lr: expected float, got True"),
+])
+def test_yaml_values_of_the_wrong_type_and_duplicate_keys_are_refused(tmp_path, capsys, text, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    one_line_error(main(["run", "--config", str(cfg), "--dataset", "synthetic", "--out", str(tmp_path / "o")]),
+                   capsys.readouterr().err, message)
+    assert not (tmp_path / "o").exists()
+
+
+# issue 28, 2 and 9: a plugin may not take a registered name (two networks would share cell ids), and a plugin
+# that fails to import is one line
+@pytest.mark.parametrize("source,message", [
+    ("from benchmarks import register_model\n@register_model('lenet300')\ndef net(c, s): pass\n",
+     "arch 'lenet300' is already registered"),
+    ("from benchmarks import register_dataset\n@register_dataset('mnist')\ndef d(root, download, val_size): pass\n",
+     "dataset 'mnist' is already registered"),
+    ("def broken(:\n", "SyntaxError"),
+    ("raise RuntimeError('boom')\n", "RuntimeError: boom"),
+])
+def test_a_plugin_taking_a_name_or_failing_to_import_is_one_line(tmp_path, source, message):
+    (tmp_path / "badplugin.py").write_text(source)
+    env = {**os.environ, "TICKETBENCH_PLUGINS": "badplugin", "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.cli", "list", "archs"], capture_output=True, text=True,
+                         env=env)
+    assert out.returncode == 2 and message in out.stderr and "badplugin" in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
