@@ -11,12 +11,13 @@ from __future__ import annotations
 import csv
 import fcntl
 import io
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
 from benchmarks.errors import UserError
-from benchmarks.paths import CURVES, LAYERS, LOCK, MASKS, RUNS
+from benchmarks.paths import CURVES, LAYERS, LOCK, MASKS, PLAN, RUNS
 
 # The columns readers rely on: type, and for numbers the valid range (accuracies in %, sparsities as fractions).
 Schema = dict[str, tuple[type, float | None, float | None]]
@@ -123,14 +124,52 @@ def purge_orphans(out: Path, finished: set[str]) -> None:
 def read_rows(path: Path) -> list[dict[str, str]]:
     if not path.exists():
         return []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = []
+            for row in reader:
+                if None in row or None in row.values():
+                    raise UserError(f"{path}: line {reader.line_num}: wrong number of fields")
+                rows.append(row)
+            return rows
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: not a readable CSV ({type(e).__name__}); left as it is") from None
+
+
+REQUIRED = {RUNS: tuple(RUN_COLUMNS), CURVES: ("cell", "epoch"), LAYERS: ("cell", "layer")}  # before any write
+
+
+def check_readable(out: Path) -> None:
+    """Refuse, in one line, a results folder holding a file the suite cannot read (not UTF-8 text, a header
+    without the columns rows are keyed by, a line with the wrong number of fields, a plan.json that is not
+    JSON), before anything reads on or writes there: bench never rewrites what it could not read. A last
+    line without its newline, as a killed writer leaves it, is not checked (`repair_tail` cuts it)."""
+    for name, columns in REQUIRED.items():
+        path = out / name
+        if not path.is_file() or path.stat().st_size == 0:
+            continue
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a text CSV (bytes that are not UTF-8); left as it is: move it away or "
+                            f"restore it") from None
+        complete = text[: text.rfind("\n") + 1]
+        reader = csv.DictReader(io.StringIO(complete))
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"{path}: no column {', '.join(missing)} in its header; left as it is: move it away "
+                            f"or restore it")
         for row in reader:
             if None in row or None in row.values():
-                raise UserError(f"{path}: line {reader.line_num}: wrong number of fields")
-            rows.append(row)
-        return rows
+                raise UserError(f"{path}: line {reader.line_num}: wrong number of fields; left as it is")
+    plan = out / PLAN
+    if plan.is_file():
+        try:
+            json.loads(plan.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise UserError(f"{plan}: not JSON ({type(e).__name__}); left as it is: move it away or restore "
+                            f"it") from None
 
 
 def check_rows(path: Path, rows: list[dict[str, str]], columns: Schema, only_ok: bool = False) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from benchmarks.errors import UserError
 from benchmarks.paths import PLAN, RUNNING, RUNS, read_marker
-from benchmarks.results import read_rows
+from benchmarks.results import check_readable, read_rows
 
 
 def _alive(pid: int) -> bool:
@@ -24,12 +24,12 @@ def _alive(pid: int) -> bool:
 def describe(out: Path) -> str:
     """Cells by state: done, failed, running (a live process holds its marker), remaining; then one line
     per running or failed cell."""
+    if not out.is_dir():
+        raise UserError(f"{out}: no such folder")
     if not (out / PLAN).exists():
         raise UserError(f"{out}: no {PLAN}; not a folder written by bench run")
-    try:
-        plan = json.loads((out / PLAN).read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{out / PLAN}: malformed JSON at line {e.lineno}") from None
+    check_readable(out)
+    plan = json.loads((out / PLAN).read_text())
     rows = {row["cell"]: row for row in read_rows(out / RUNS)}
     running: dict[str, str] = {}
     for marker in (out / RUNNING).glob("*") if (out / RUNNING).is_dir() else []:

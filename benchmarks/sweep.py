@@ -19,7 +19,7 @@ from benchmarks.data import Splits
 from benchmarks.errors import UserError
 from benchmarks.paths import (CHECKPOINTS, CURVES, LAYERS, PLAN, RUNNING, RUNS, TICKETS, checkpoint_path, read_marker,
                               search_snapshot, write_marker)
-from benchmarks.results import (OK_RUN_COLUMNS, RUN_COLUMNS, FolderLock, append_rows,
+from benchmarks.results import (OK_RUN_COLUMNS, RUN_COLUMNS, FolderLock, append_rows, check_readable,
                                 check_rows, drop_duplicates, prepare_out, purge_orphans, repair_tail,
                                 save_masks)
 from benchmarks import executors
@@ -160,6 +160,7 @@ def _run_locked(spec: SweepSpec, cells: list[Cell], out: Path, progress: bool, d
                 force: bool, workers: int, executor: str, address: str | None,
                 device: torch.device) -> list[dict[str, Any]]:
     """`run_sweep` once this process holds the output folder: plan, run the cells, write their rows."""
+    check_readable(out)  # nothing below rewrites a file it could not read
     for name in (RUNS, CURVES, LAYERS):  # a run killed mid-write may have left a partial last line
         if (out / name).exists():
             repair_tail(out / name)

@@ -11,8 +11,8 @@ import pandas as pd
 
 from benchmarks.errors import UserError
 from benchmarks.paths import CURVES, LAYERS, PLAN, RUNS
-from benchmarks.results import (CURVE_COLUMNS, LAYER_COLUMNS, OK_RUN_COLUMNS, RUN_COLUMNS, Schema, check_rows,
-                                duplicate_cells, read_rows)
+from benchmarks.results import (CURVE_COLUMNS, LAYER_COLUMNS, OK_RUN_COLUMNS, RUN_COLUMNS, Schema, check_readable,
+                                check_rows, duplicate_cells, read_rows)
 from benchmarks.console import log
 
 TRIALS = "trials.csv"
@@ -92,6 +92,7 @@ def load(folders: list[Path]) -> Results:
     """All rows of the given result folders. A cell id seen twice keeps its last row."""
     runs, curves, layers, trials = [], [], [], []
     for folder in folders:
+        check_readable(folder)
         if (folder / TRIALS).exists():
             trials.append(_typed(folder / TRIALS, read_rows(folder / TRIALS), TRIAL_COLUMNS))
             if not (folder / RUNS).exists():

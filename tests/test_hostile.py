@@ -335,3 +335,41 @@ def test_a_plugin_taking_a_name_or_failing_to_import_is_one_line(tmp_path, sourc
                          env=env)
     assert out.returncode == 2 and message in out.stderr and "badplugin" in out.stderr
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+# issue 28, 1: a results file the suite cannot read is never rewritten, by bench run, status or report
+def _drop_column(path, column):
+    import pandas as pd
+    pd.read_csv(path).drop(columns=column).to_csv(path, index=False)
+
+
+CORRUPTIONS = {
+    "runs.csv without its cell column": ("runs.csv", lambda p: _drop_column(p, "cell"), "no column cell"),
+    "runs.csv of binary bytes": ("runs.csv", lambda p: p.write_bytes(bytes(range(256)) * 16), "not a text CSV"),
+    "curves.csv of binary bytes": ("curves.csv", lambda p: p.write_bytes(b"\xff\xfe" * 999 + b"\n"), "not a text CSV"),
+    "layers.csv without its layer column": ("layers.csv", lambda p: _drop_column(p, "layer"), "no column layer"),
+    "plan.json of binary bytes": ("plan.json", lambda p: p.write_bytes(b"\x80\x81" * 500), "not JSON"),
+}
+
+
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("small") / "r"
+    assert main(["run", "--methods", "edgepopup,random", "--arch", "lenet300", "--dataset", "synthetic",
+                 "--sparsity", "0.5", "--epochs", "1", "--batch-size", "64", "--no-progress", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_an_unreadable_results_file_is_named_and_left_byte_for_byte(small_folder, tmp_path, capsys, corruption):
+    out = tmp_path / "r"
+    shutil.copytree(small_folder, out)
+    name, corrupt, message = CORRUPTIONS[corruption]
+    corrupt(out / name)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    commands = [["run", "--methods", "edgepopup,random,magnitude", "--arch", "lenet300", "--dataset", "synthetic",
+                 "--sparsity", "0.5", "--epochs", "1", "--batch-size", "64", "--no-progress", "--out", str(out)],
+                ["status", str(out)], ["report", str(out), "--out", str(tmp_path / "rep")]]
+    for command in commands:
+        one_line_error(main(command), capsys.readouterr().err, str(out / name), message)
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before, command[0]

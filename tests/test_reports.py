@@ -116,7 +116,7 @@ def test_bench_report_writes_every_item(tmp_path, capsys):
 @pytest.mark.parametrize("damage,message", [
     (lambda text: text + "crbg-x,crbg,unstructured\n", "runs.csv: line 4: wrong number of fields"),
     (lambda text: text.replace("97.0", "ninety", 1), "runs.csv: line 2: column 'test_acc' is not a float"),
-    (lambda text: text.replace("target_sparsity", "target", 1), "missing column(s) target_sparsity"),
+    (lambda text: text.replace("target_sparsity", "target", 1), "no column target_sparsity"),
 ])
 def test_malformed_csv_one_line_error(tmp_path, capsys, damage, message):
     folder = fake_results(tmp_path / "res", [run_row("crbg", 0.5, 0, 97.0), run_row("crbg", 0.9, 0, 95.0)])
