@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -228,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader (`| head`) took what it wanted and closed the pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     except KeyboardInterrupt:
         print("bench: interrupted; finished cells are saved, run the same command to resume", file=sys.stderr)
         return 130

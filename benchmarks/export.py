@@ -57,9 +57,14 @@ def cell_settings(folder: Path, cell_id: str) -> Cell:
 def rebuild(folder: Path, cell_id: str) -> tuple[nn.Module, dict[str, Any]]:
     """The finished cell's ticket as a plain module on the CPU (eval mode) and its metadata."""
     cell = cell_settings(folder, cell_id)
-    row = next((r for r in read_rows(folder / RUNS) if r["cell"] == cell.id and r["status"] == "ok"), None)
+    row = next((r for r in reversed(read_rows(folder / RUNS)) if r["cell"] == cell.id), None)  # its last row
+    if row is None:
+        raise UserError(f"cell {cell.id} has not finished in {folder} (bench status {folder})")
+    if row["status"] != "ok":
+        raise UserError(f"cell {cell.id} failed ({row.get('error', '')}): it has no ticket; bench run --rerun-failed "
+                        f"retries it")
     mask_file, ticket_file = folder / MASKS / f"{cell.id}.pt", folder / TICKETS / f"{cell.id}.pt"
-    if row is None or not mask_file.exists() or not ticket_file.exists():
+    if not mask_file.exists() or not ticket_file.exists():
         raise UserError(f"cell {cell.id} has no finished result with its ticket in {folder} (cells run before "
                         f"tickets/ existed cannot be exported: rerun them with --force)")
     masks = torch.load(mask_file, map_location="cpu", weights_only=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks.console import log
 from benchmarks.errors import UserError
 from benchmarks.recipe import Recipe
 from benchmarks.settings import CELL_SETTINGS, at_least, cell_setting, setting
@@ -309,6 +310,13 @@ class SweepSpec:
         return self.__dict__.get("settings", {}).get(name, declared.default)
 
     def __post_init__(self) -> None:
+        for axis in ("methods", "arch", "dataset", "sparsity", "seeds", "granularity"):
+            if not getattr(self, axis):
+                raise UserError(f"--{axis} is empty: give at least one" + (f" (bench list {axis})" if axis in (
+                    "methods", "arch") else ""))
+        for seed in self.seeds:
+            if not 0 <= seed < 2**32:
+                raise UserError(f"seed {seed} is outside 0..2**32-1")
         for m in self.methods:
             if m not in METHODS:
                 raise UserError(f"unknown method {m!r}; available: {', '.join(sorted(METHODS))}")
@@ -347,6 +355,10 @@ class SweepSpec:
         for m in self.hparams:
             if m not in METHODS:
                 raise UserError(f"hyperparameters given for unknown method {m!r}")
+        unused = [m for m in self.hparams if m not in self.methods]
+        if unused:
+            log(f"bench: warning: --set for {', '.join(unused)}, which this sweep does not run (--methods "
+                f"{','.join(self.methods)}): ignored")
         # every method given hyperparameters is validated, also one this run does not include
         self._method_hparams = {m: hparam_grid(m, self.hparams.get(m, {})) for m in [*self.methods, *self.hparams]}
         for m in self.methods:

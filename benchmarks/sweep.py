@@ -79,10 +79,13 @@ def check_spec(spec: SweepSpec, device: torch.device) -> None:
 def check_exclude(patterns: list[str], arch: str, splits: Splits) -> None:
     """Every --exclude pattern must match a prunable module of `arch` (a typo would silently mask everything)."""
     names = [name for name, _ in prunable_modules(build_model(arch, splits.num_classes, splits.input_shape))]
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
-            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
             raise UserError(f"--exclude {pattern!r} matches no prunable module of {arch} (its modules: {shown})")
+    if all(any(fnmatch.fnmatchcase(name, p) for p in patterns) for name in names):
+        raise UserError(f"--exclude {','.join(patterns)} excludes every prunable module of {arch} ({shown}): "
+                        f"nothing would be masked")
 
 
 def output_dir(spec: SweepSpec) -> Path:
@@ -108,6 +111,9 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
     if executor == "local":  # missing data fails here, before any file is written (a Ray cluster has its own disks)
         for name in dict.fromkeys(c.dataset for c in cells):
             splits = executors.dataset(name, spec.data_root, download, spec.val_size).with_train_size(spec.train_size)
+            if min(len(splits.train), len(splits.val)) == 0:
+                raise UserError(f"--val-size {spec.val_size} leaves {len(splits.train)} training and "
+                                f"{len(splits.val)} validation examples of {name}: both need at least one")
             if spec.exclude:
                 for arch in spec.arch:
                     check_exclude(spec.exclude, arch, splits)

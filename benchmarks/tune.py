@@ -119,7 +119,7 @@ class TuneSpec:
     def cell_spec(self, method: str, target: float, params: dict[str, Any]) -> SweepSpec:
         """The sweep one trial runs: the tuned method at the budget with the sampled hyperparameters (over any
         --set of this command)."""
-        hparams = {**self.sweep.hparams, method: {**self.sweep.hparams.get(method, {}), **params}}
+        hparams = {method: {**self.sweep.hparams.get(method, {}), **params}}
         return dataclasses.replace(self.sweep, methods=[method], sparsity=[target], epochs=self.budget_epochs,
                                    hparams=hparams)
 
@@ -165,13 +165,17 @@ def run_tune(spec: TuneSpec) -> Path:
         if not 0.0 < target < 1.0:
             raise UserError(f"sparsity {target} is outside (0, 1)")
     out = spec.out_dir
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(spec.sweep.device)
     if spec.sweep.threads:
         torch.set_num_threads(spec.sweep.threads)
     splits = load_dataset(spec.dataset, data_root(spec.sweep.data_root), val_size=spec.sweep.val_size).to(device)
     splits.with_train_size(spec.sweep.train_size)  # a bad size is one line before any trial; each cell cuts its own
-    storage = _storage(spec, out)
+    if spec.storage is not None:  # a storage that cannot be opened leaves no output folder behind
+        storage = _storage(spec, out)
+        out.mkdir(parents=True, exist_ok=True)
+    else:  # the SQLite file lives in the output folder
+        out.mkdir(parents=True, exist_ok=True)
+        storage = _storage(spec, out)
     studies = [(m, t) for m in spec.methods for t in spec.sparsity]
     for i, (method, target) in enumerate(studies, 1):
         print(f"study {i}/{len(studies)}: {spec.study_name(method, target)} ({spec.trials} trials of "

@@ -79,7 +79,10 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
         raise UserError(f"--x must be one of {', '.join(X_MODES)}, got {x_mode!r}")
     res = load(folders)
     if res.ok.empty and res.trials.empty:
-        raise UserError("no finished (status ok) cell or tuning trial in " + ", ".join(map(str, folders)))
+        failed = int((res.runs["status"] != "ok").sum())
+        raise UserError("no finished (status ok) cell or tuning trial in " + ", ".join(map(str, folders))
+                        + (f" ({failed} failed cell(s): their errors are in runs.csv, bench status lists them)"
+                           if failed else ""))
     if layer_target is not None and not (res.layers["cell"].isin(res.ok.loc[
             res.ok["target_sparsity"].sub(layer_target).abs() < 1e-9, "cell"])).any():
         found = sorted(res.ok["target_sparsity"].unique())

@@ -83,7 +83,7 @@ def _typed(path: Path, rows: list[dict[str, str]], columns: Schema, only_ok: boo
     check_rows(path, rows, columns, only_ok)
     df = pd.DataFrame(rows, columns=list(rows[0]) if rows else list(columns))
     for col, (typ, _, _) in columns.items():
-        if typ is not str:
+        if typ is not str and col in df:  # a folder of failed cells only has no result columns
             df[col] = pd.to_numeric(df[col], errors="coerce")
     return df
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import torch
 
@@ -373,3 +374,54 @@ def test_an_unreadable_results_file_is_named_and_left_byte_for_byte(small_folder
     for command in commands:
         one_line_error(main(command), capsys.readouterr().err, str(out / name), message)
         assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before, command[0]
+
+
+# issue 28, 11: what would fail inside every cell is refused before any cell runs, with the right message
+@pytest.mark.parametrize("extra,message", [
+    (["--exclude", "*"], "excludes every prunable module of lenet300"),
+    (["--val-size", "0.99999"], "leaves 0 training"),
+    (["--seeds", "99999999999999999999"], "outside 0..2**32-1"),
+    (["--methods", ""], "--methods is empty"),
+    (["--arch", ""], "--arch is empty"),
+    (["--sparsity", ""], "--sparsity is empty"),
+])
+def test_late_failures_are_caught_before_any_cell(tmp_path, capsys, extra, message):
+    args = ["run", "--methods", "edgepopup", "--dataset", "synthetic", "--epochs", "1", "--no-progress",
+            "--out", str(tmp_path / "o")]
+    one_line_error(main(args + extra), capsys.readouterr().err, message)
+    assert not (tmp_path / "o" / "runs.csv").exists()
+
+
+def test_a_set_for_a_method_not_run_is_warned_about(tmp_path, capsys):
+    assert main(["run", "--methods", "random", "--dataset", "synthetic", "--sparsity", "0.5", "--epochs", "1",
+                 "--no-progress", "--set", "edgepopup.lr=0.2", "--out", str(tmp_path / "o")]) == 0
+    assert "--set for edgepopup, which this sweep does not run" in capsys.readouterr().err
+
+
+def test_a_folder_of_failed_cells_is_reported_and_exported_as_such(tmp_path, capsys):
+    out = tmp_path / "f"
+    assert main(["run", "--methods", "edgepopup", "--dataset", "synthetic", "--sparsity", "0.5", "--epochs", "1",
+                 "--no-progress", "--set", "edgepopup.lr=1e300", "--out", str(out)]) == 1  # the cell fails
+    capsys.readouterr()
+    one_line_error(main(["report", str(out), "--out", str(tmp_path / "rep")]), capsys.readouterr().err,
+                   "no finished (status ok) cell", "1 failed cell(s)")
+    cell = pd.read_csv(out / "runs.csv").cell.item()
+    one_line_error(main(["export", str(out), "--cell", cell]), capsys.readouterr().err, f"cell {cell} failed",
+                   "--rerun-failed")
+
+
+def test_tune_with_a_storage_it_cannot_open_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "t"
+    one_line_error(main(["tune", "--methods", "crbg", "--dataset", "synthetic", "--trials", "1", "--out", str(out),
+                         "--storage", "postgresql://nobody@127.0.0.1:1/none"]), capsys.readouterr().err,
+                   "cannot open Optuna storage")
+    assert not out.exists()
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """issue 28, 10: `bench list columns | head -2` ends without a BrokenPipeError traceback. Here the reader
+    closes its end before bench writes anything, so every write meets the closed pipe."""
+    proc = subprocess.Popen(["bench", "list", "columns"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
