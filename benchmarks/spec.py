@@ -355,10 +355,6 @@ class SweepSpec:
         for m in self.hparams:
             if m not in METHODS:
                 raise UserError(f"hyperparameters given for unknown method {m!r}")
-        unused = [m for m in self.hparams if m not in self.methods]
-        if unused:
-            log(f"bench: warning: --set for {', '.join(unused)}, which this sweep does not run (--methods "
-                f"{','.join(self.methods)}): ignored")
         # every method given hyperparameters is validated, also one this run does not include
         self._method_hparams = {m: hparam_grid(m, self.hparams.get(m, {})) for m in [*self.methods, *self.hparams]}
         for m in self.methods:
@@ -368,6 +364,10 @@ class SweepSpec:
                 except ValueError as e:
                     raise UserError(str(e)) from None
         self._tuned = load_tuned(Path(self.tuned)) if self.tuned else {}
+        unused = [m for m in self.hparams if m not in self.methods]  # once the whole spec is valid
+        if unused:
+            log(f"bench: warning: --set for {', '.join(unused)}, which this sweep does not run (--methods "
+                f"{','.join(self.methods)}): ignored")
 
     @classmethod
     def from_sources(cls, config: Path | None, flags: dict[str, Any]) -> "SweepSpec":
