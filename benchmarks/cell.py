@@ -83,7 +83,8 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
     give (row column ``search_from``: the parent's id). Without it (parent still running, another disk)
     the sanity cell runs its own search."""
     start = time.time()
-    base = {"cell": cell.id, "experiment": cell.experiment, "method": cell.method, "role": get_method(cell.method).role(cell.sanity),
+    base = {"cell": cell.id, "experiment": cell.experiment, "method": cell.method,
+            "role": get_method(cell.method).role(cell.sanity),
             "granularity": cell.granularity, "sanity": cell.sanity, "arch": cell.arch, "dataset": cell.dataset,
             "target_sparsity": cell.target_sparsity, "seed": cell.seed,
             **{name: getattr(cell, name) for name in CELL_SETTINGS},  # regime, epochs, batch size, ...
@@ -142,8 +143,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
         "search_epochs": result.search_epochs, "search_s": result.search_s, "search_from": result.search_from,
         "train_epochs": result.train_epochs, "train_s": result.train_s,
         **({f"train_{k}": v for k, v in recipe.to_dict().items()} if uses_recipe(cell) else {}),
-        "weight_init": pruner.weight_init, "exclude": ";".join(cell.exclude),
-        "train_size": cell.train_size or len(splits.train), "tuned": cell.tuned or "default",
+        "weight_init": pruner.weight_init, "train_size": cell.train_size or len(splits.train),
         "bn_recalibrated": result.bn_recalibrated, "compile": compile,
         "wall_s": round(time.time() - start + result.wall_before, 2), **versions(device),
         **{f"hp_{k}": v for k, v in pruner.record().items()},

@@ -56,6 +56,12 @@ TUNING_OUTCOME = ("hparams", "tuned")  # what a tuned configuration sets; the re
 NOT_TUNED_FOR = ("seed", "sanity")  # a tuned configuration serves every seed and sanity check of its cells
 
 
+def untuned_settings() -> set[str]:
+    """The settings a tuned configuration is not keyed by: what tuning sets, seed, sanity check and budgets."""
+    budgets = {s.name for s in CELL_SETTINGS.values() if s.budget} | {"train_epochs"}
+    return {*TUNING_OUTCOME, *NOT_TUNED_FOR, *budgets}
+
+
 @dataclass(frozen=True, init=False)
 class Cell:
     """One unit of work: one method on one model and dataset at one target and seed, with the sweep's cell
@@ -130,9 +136,7 @@ class Cell:
     def tuned_key(self) -> str:
         """What a `bench tune` configuration is for: every setting but what tuning sets, the seed, the
         sanity check and the budgets (a configuration found in a short search serves a long one)."""
-        budgets = {s.name for s in CELL_SETTINGS.values() if s.budget} | {"train_epochs"}
-        return digest({k: v for k, v in self.identity().items()
-                       if k not in (*TUNING_OUTCOME, *NOT_TUNED_FOR, *budgets)})
+        return digest({k: v for k, v in self.identity().items() if k not in untuned_settings()})
 
     def replace(self, **changes: Any) -> "Cell":
         return Cell(**{**self.to_dict(), **changes})
@@ -439,8 +443,7 @@ def manifest_key(entry: dict[str, Any]) -> str:
 
 def manifest_entry(cell: Cell) -> dict[str, Any]:
     """The settings a `tuned.yaml` entry for `cell`'s configuration names (`manifest_key` reads them back)."""
-    budgets = {s.name for s in CELL_SETTINGS.values() if s.budget} | {"train_epochs"}
-    d = {k: v for k, v in cell.to_dict().items() if k not in (*TUNING_OUTCOME, *NOT_TUNED_FOR, *budgets)}
+    d = {k: v for k, v in cell.to_dict().items() if k not in untuned_settings()}
     return {**d, "exclude": list(cell.exclude), "train": dict(cell.train)}
 
 
