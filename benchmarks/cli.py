@@ -103,7 +103,8 @@ def make_parser(command: str | None = "run") -> argparse.ArgumentParser:
                      help="physically remove the units the ticket zeroed (Torch-Pruning's dependency graph; residual "
                           "channels only where every writer zeroed them, attention and LayerNorm'd channels kept; "
                           "checked to give the masked ticket's outputs, refused otherwise)")
-    exp.add_argument("--out", type=Path, help="output file (default FOLDER/exports/<cell>[.slim].pt, .ts or .onnx)")
+    exp.add_argument("--out", help="output file, or a folder to write <cell>[.slim].pt, .ts or .onnx into (a path "
+                                   "ending in /; default FOLDER/exports/)")
 
     lst = sub.add_parser("list", help="list the registered methods, archs or datasets, or the result columns")
     lst.add_argument("what", choices=["methods", "archs", "datasets", "columns"])

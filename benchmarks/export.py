@@ -13,6 +13,7 @@ the cell's settings and its row's numbers (in ONNX, the model's ``metadata_props
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -83,16 +84,30 @@ def rebuild(folder: Path, cell_id: str) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), meta
 
 
-def export_ticket(folder: Path, cell_id: str, fmt: str = "pt", out: Path | None = None, slimmed: bool = False) -> Path:
+def output_path(out: str | Path | None, folder: Path, name: str) -> Path:
+    """Where `bench export --out` writes: into a folder (an existing one, or a path ending in /, whose parent
+    exists) under `name`; to a file path whose folder exists; by default to FOLDER/exports/`name`."""
+    if out is None:
+        return folder / "exports" / name
+    text, path = str(out), Path(out)
+    into = path.is_dir() or text.endswith(("/", os.sep))
+    if not path.parent.is_dir() and not path.is_dir():
+        raise UserError(f"--out {text}: the folder {path.parent} does not exist")
+    return path / name if into else path
+
+
+def export_ticket(folder: Path, cell_id: str, fmt: str = "pt", out: str | Path | None = None,
+                  slimmed: bool = False) -> Path:
     """Write the cell's ticket as one file (`FORMATS`), physically slimmed with `slimmed`; returns its path."""
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    output_path(out, folder, "")  # a bad --out is one line before the ticket is rebuilt
     model, meta = rebuild(folder, cell_id)
     meta["parameters"] = sum(p.numel() for p in model.parameters())
     if slimmed:
         model = slim(model, meta)
-    path = out or folder / "exports" / f"{meta['cell']}{'.slim' if slimmed else ''}.{SUFFIX[fmt]}"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_path(out, folder, f"{meta['cell']}{'.slim' if slimmed else ''}.{SUFFIX[fmt]}")
+    path.parent.mkdir(exist_ok=True)  # FOLDER/exports, or the folder --out names
     if fmt == "pt":
         torch.save({"model": model, "metadata": meta}, path)
     elif fmt == "onnx":

@@ -472,7 +472,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a settings file is a few kB; anything past this is not one
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
+    """A settings file's top-level mapping: a regular file of at most `MAX_CONFIG_BYTES` (a FIFO or a device
+    would block or never end), each key once."""
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise UserError(f"{path}: not a regular file (a pipe or a device); --config takes a YAML file")
+    if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size} bytes, more than a settings file's {MAX_CONFIG_BYTES}")
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except FileNotFoundError:

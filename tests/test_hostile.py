@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -340,7 +341,6 @@ def test_a_plugin_taking_a_name_or_failing_to_import_is_one_line(tmp_path, sourc
 
 # issue 28, 1: a results file the suite cannot read is never rewritten, by bench run, status or report
 def _drop_column(path, column):
-    import pandas as pd
     pd.read_csv(path).drop(columns=column).to_csv(path, index=False)
 
 
@@ -425,3 +425,30 @@ def test_output_into_a_closed_pipe_ends_quietly():
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+# issue 28, 7: a config that is a pipe, a device or far too large is refused at once, never read on
+def test_a_config_that_is_no_regular_file_or_too_large_is_refused(tmp_path, capsys):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.yaml"
+    big.write_text("a" * (2 << 20))
+    for path, message in ((fifo, "not a regular file"), (Path("/dev/zero"), "not a regular file"),
+                          (big, "more than a settings file's")):
+        one_line_error(main(["run", "--config", str(path)]), capsys.readouterr().err, message)
+
+
+# issue 28, 4: export --out: a folder path writes into the folder, a missing parent is an error
+def test_export_out_is_a_file_or_a_folder_and_never_creates_missing_parents(small_folder, tmp_path, capsys):
+    cell = pd.read_csv(small_folder / "runs.csv").query("method == 'edgepopup'").cell.item()
+    into = tmp_path / "exports"
+    assert main(["export", str(small_folder), "--cell", cell, "--out", f"{into}/"]) == 0
+    assert (into / f"{cell}.pt").is_file()
+    assert main(["export", str(small_folder), "--cell", cell, "--out", str(into)]) == 0  # an existing folder
+    assert main(["export", str(small_folder), "--cell", cell, "--out", str(tmp_path / "t.pt")]) == 0
+    assert (tmp_path / "t.pt").is_file()
+    capsys.readouterr()
+    for out in (tmp_path / "no" / "dir" / "x.pt", f"{tmp_path / 'no' / 'dir'}/"):
+        one_line_error(main(["export", str(small_folder), "--cell", cell, "--out", str(out)]),
+                       capsys.readouterr().err, "does not exist")
+    assert not (tmp_path / "no").exists()
