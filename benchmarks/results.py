@@ -121,18 +121,22 @@ def purge_orphans(out: Path, finished: set[str]) -> None:
             _rewrite(path, read_header(path), kept)
 
 
+def _whole_rows(path: Path, reader: csv.DictReader) -> list[dict[str, str]]:
+    """The rows of `reader`; a line with the wrong number of fields is an error naming it."""
+    rows = []
+    for row in reader:
+        if None in row or None in row.values():
+            raise UserError(f"{path}: line {reader.line_num}: wrong number of fields")
+        rows.append(row)
+    return rows
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     if not path.exists():
         return []
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows = []
-            for row in reader:
-                if None in row or None in row.values():
-                    raise UserError(f"{path}: line {reader.line_num}: wrong number of fields")
-                rows.append(row)
-            return rows
+            return _whole_rows(path, csv.DictReader(f))
     except (UnicodeDecodeError, csv.Error) as e:
         raise UserError(f"{path}: not a readable CSV ({type(e).__name__}); left as it is") from None
 
@@ -160,9 +164,7 @@ def check_readable(out: Path) -> None:
         if missing:
             raise UserError(f"{path}: no column {', '.join(missing)} in its header; left as it is: move it away "
                             f"or restore it")
-        for row in reader:
-            if None in row or None in row.values():
-                raise UserError(f"{path}: line {reader.line_num}: wrong number of fields; left as it is")
+        _whole_rows(path, reader)
     plan = out / PLAN
     if plan.is_file():
         try:

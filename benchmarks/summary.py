@@ -16,7 +16,7 @@ def summary_table(out: Path, cells: set[str] | None = None) -> str:
     Rows are the report's series and points (`reports.stats.add_series`): only seeds of one experiment are
     averaged, and a series names what differs from its method's others. Ends with where the files are."""
     from reports.load import with_experiments
-    from reports.stats import PANEL, POINT, add_series, point_label
+    from reports.stats import PANEL, POINT, add_series, point_labels
 
     rows = {r["cell"]: r for r in read_rows(out / RUNS) if cells is None or r["cell"] in cells}  # last row per cell
     files = (f"files: {out / RUNS} (one row per cell; columns: bench list columns), curves.csv, layers.csv, "
@@ -32,7 +32,7 @@ def summary_table(out: Path, cells: set[str] | None = None) -> str:
     table = df.groupby(keys + POINT, sort=True).agg(test_acc=("test_acc", "mean"), test_std=("test_acc", "std"),
                                                      sparsity=("sparsity", "mean"), seeds=("seed", "count"))
     table = table.reset_index()
-    table["series"] = [point_label(s, p) for s, p in zip(table["series"], table["point"])]
+    table["series"] = point_labels(table)
     table = table.drop(columns="point")
     table["test_acc"] = table["test_acc"].map("{:.2f}".format)
     table["test_std"] = table["test_std"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")

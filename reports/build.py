@@ -14,7 +14,7 @@ from benchmarks.errors import UserError
 from benchmarks.results import prepare_out
 from reports import figures, tables
 from reports.load import load
-from reports.stats import add_series, ci95, cost_summary, equal_accuracy, missing_cells, point_label, summarize
+from reports.stats import add_series, ci95, cost_summary, equal_accuracy, missing_cells, point_labels, summarize
 
 X_MODES = ("sparsity", "density-log")
 
@@ -69,7 +69,7 @@ def with_series(frame: pd.DataFrame, panel: pd.DataFrame) -> pd.DataFrame:
     """Rows of `frame` (curves or layers) for the panel's cells, with target and series taken from runs.csv;
     the series names the point too where its points are not its targets (so a lambda grid's are not averaged)."""
     cols = ["series", "target_sparsity"]
-    labels = panel.assign(series=[point_label(s, p) for s, p in zip(panel["series"], panel["point"])])
+    labels = panel.assign(series=point_labels(panel))
     return frame.drop(columns=[c for c in cols if c in frame]).merge(labels[["cell", *cols]], on="cell")
 
 
@@ -94,7 +94,7 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
     dense = res.ok[res.ok["role"] == "reference"]
     summary = summarize(searched, metric)
     named = add_series(res.runs)
-    palette = figures.Palette(list(dict.fromkeys([*named["series"], *map(point_label, named["series"], named["point"])])))
+    palette = figures.Palette(list(dict.fromkeys([*named["series"], *point_labels(named)])))
     idx = Index()
     idx.heading("ticketbench report", 1)
     idx.text(f"Command: {shlex.join(['bench', *sys.argv[1:]]) if sys.argv[0].endswith('bench') else 'bench report'}")

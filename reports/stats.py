@@ -115,9 +115,10 @@ def add_series(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def point_label(series: str, point: str) -> str:
-    """A table row: the series, and the point when the series' points are not its targets."""
-    return f"{series} {point}" if point else series
+def point_labels(frame: pd.DataFrame) -> list[str]:
+    """Per row of `frame` (with `series` and `point`): its series, and the point when the series' points are not
+    its targets (a table row; a lambda grid's points are never averaged)."""
+    return [f"{s} {p}" if p else s for s, p in zip(frame["series"], frame["point"])]
 
 
 def ci95(values: pd.Series) -> tuple[float, float, float]:

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from reports.stats import point_label
+from reports.stats import point_labels
 
 
 def _fmt(mean: float, half: float) -> str:
@@ -19,8 +19,7 @@ def _fmt(mean: float, half: float) -> str:
 def accuracy_grid(summary: pd.DataFrame) -> tuple[pd.DataFrame, dict[float, str]]:
     """Rows = series (with the point where a series' points are not its targets: a lambda grid), columns =
     target sparsity, text cells; and the best row per column."""
-    summary = summary.assign(series=[point_label(s, p) for s, p in zip(summary["series"], summary["point"])]) \
-        if "point" in summary else summary
+    summary = summary.assign(series=point_labels(summary)) if "point" in summary else summary
     targets = sorted(summary["target_sparsity"].unique())
     series = sorted(summary["series"].unique())
     grid = pd.DataFrame(index=series, columns=[f"{t:g}" for t in targets], dtype=object)
