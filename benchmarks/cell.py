@@ -15,7 +15,7 @@ import torch
 import benchmarks
 from benchmarks.console import log
 from benchmarks.cost import latency, ticket_cost
-from benchmarks.data import Splits
+from benchmarks.data import Splits, preprocessing
 from benchmarks.paths import checkpoint_path, search_snapshot, write_marker
 from benchmarks.settings import CELL_SETTINGS
 from benchmarks.spec import Cell
@@ -138,7 +138,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
         "sparsity": report.sparsity,
         "unit_sparsity": report.unit_sparsity,
         "test_acc": result.test_acc, "val_acc": result.val_acc, **result.projection,
-        "prunable_weights": report.weights, "kept_weights": report.kept,
+        "num_classes": splits.num_classes, "prunable_weights": report.weights, "kept_weights": report.kept,
         "layer_collapse": len(report.collapsed), "collapsed_layers": ";".join(report.collapsed), **cost,
         "search_epochs": result.search_epochs, "search_s": result.search_s, "search_from": result.search_from,
         "train_epochs": result.train_epochs, "train_s": result.train_s,
@@ -146,7 +146,7 @@ def run_cell(cell: Cell, splits: Splits, device: torch.device, progress: bool = 
         "weight_init": pruner.weight_init, "train_size": cell.train_size or len(splits.train),
         "bn_recalibrated": result.bn_recalibrated, "compile": compile,
         "wall_s": round(time.time() - start + result.wall_before, 2), **versions(device),
-        **{f"hp_{k}": v for k, v in pruner.record().items()},
+        **{f"hp_{k}": v for k, v in pruner.record().items()}, **pruner.outcome(),
         "status": status, "error": error,
     }
     key = {"cell": cell.id, "method": cell.method, "granularity": cell.granularity, "regime": cell.regime,
@@ -172,4 +172,5 @@ def ticket_state(cell: Cell, pruner: Pruner, splits: Splits) -> dict[str, Any]:
     buffers = {name for name, _ in pruner.model.named_buffers()}
     regenerable = cell.regime == "strong" and cell.sanity != "reinit"
     state = {k: v.cpu() for k, v in pruner.weight_state().items() if not regenerable or k in buffers}
-    return {"state": state, "num_classes": splits.num_classes, "input_shape": tuple(splits.input_shape)}
+    return {"state": state, "num_classes": splits.num_classes, "input_shape": tuple(splits.input_shape),
+            "preprocessing": preprocessing(splits)}

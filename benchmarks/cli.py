@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from benchmarks.errors import UserError
@@ -87,8 +89,13 @@ def make_parser(command: str | None = "run") -> argparse.ArgumentParser:
         add_sweep_flags(tune, SweepSpec, skip=NOT_TUNE_FLAGS)  # the cells' settings, as bench run's
         add_flags(tune, TuneSpec, defaults=True)  # the study's: trials, budget, objective, storage, ...
 
-    stat = sub.add_parser("status", help="cells done, running, failed and remaining in a result folder")
-    stat.add_argument("folder", type=Path)
+    stat = sub.add_parser("status", help="cells done, running, failed and remaining in a result folder",
+                          description="How far a results folder has come: its cells done, running (with their "
+                                      "epoch), failed (with their error) and remaining, from plan.json, runs.csv "
+                                      "and the running markers. Reads files only (no torch): safe beside a run.")
+    stat.add_argument("folder", type=Path, help="a folder written by bench run")
+    stat.add_argument("--cells", action="store_true",
+                      help="also one line per cell: its id (what bench export --cell takes), state and settings")
 
     exp = sub.add_parser("export", help="write one finished cell's ticket as a standalone model file",
                          description="Rebuild a finished cell's ticket (its seed's weights, or its trained ones, with "
@@ -106,8 +113,11 @@ def make_parser(command: str | None = "run") -> argparse.ArgumentParser:
     exp.add_argument("--out", help="output file, or a folder to write <cell>[.slim].pt, .ts or .onnx into (a path "
                                    "ending in /; default FOLDER/exports/)")
 
-    lst = sub.add_parser("list", help="list the registered methods, archs or datasets, or the result columns")
-    lst.add_argument("what", choices=["methods", "archs", "datasets", "columns"])
+    lst = sub.add_parser("list", help="list the registered methods, archs or datasets, or the result columns",
+                         description="What this installation knows (plugins from TICKETBENCH_PLUGINS included): "
+                                     "methods with their granularities, architectures, datasets, or every column "
+                                     "of the result files with its unit and meaning.")
+    lst.add_argument("what", choices=["methods", "archs", "datasets", "columns"], help="what to list")
     return p
 
 
@@ -175,7 +185,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from benchmarks.export import export_ticket
 
-    path = export_ticket(args.folder, args.cell, args.format, args.out, args.slim)
+    path, meta = export_ticket(args.folder, args.cell, args.format, args.out, args.slim)
+    if args.slim and meta["slimmed"]:
+        print(f"slimmed: {meta['parameters']:,} -> {meta['parameters_slim']:,} parameters")
+    elif args.slim:
+        print(f"--slim: nothing to remove (no unit of this ticket is zeroed whole: {meta['settings']['granularity']} "
+              f"masks remove single weights); the ticket is written as it is")
     print(f"ticket written to {path}")
     return 0
 
@@ -183,7 +198,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from benchmarks.status import describe
 
-    print(describe(args.folder))
+    print(describe(args.folder, every_cell=args.cells))
     return 0
 
 
@@ -196,19 +211,22 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "methods":
         from methods import METHODS
 
+        width = max(map(len, METHODS)) + 1
         for name, cls in sorted(METHODS.items()):
-            print(f"{name:<10} granularity: {', '.join(cls.granularities):<25} {first_line(cls)}")
+            print(f"{name:<{width}} granularity: {', '.join(cls.granularities):<25} {first_line(cls)}")
     elif args.what == "archs":
         from benchmarks.zoo import MODELS
 
+        width = max(map(len, MODELS)) + 1
         for name, fn in sorted(MODELS.items()):
-            print(f"{name:<10} {first_line(getattr(fn, 'func', fn))}")
+            print(f"{name:<{width}} {first_line(getattr(fn, 'func', fn))}")
         print("timm:<name> any timm model, e.g. timm:vit_base_patch16_224 (random init, never pretrained)")
     elif args.what == "datasets":
         from benchmarks.data import DATASETS
 
+        width = max(map(len, DATASETS)) + 1
         for name, fn in sorted(DATASETS.items()):
-            print(f"{name:<10} {first_line(fn)}")
+            print(f"{name:<{width}} {first_line(fn)}")
     else:
         from benchmarks.columns import COLUMNS
 
@@ -219,7 +237,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `kill`), handled as Ctrl-C is: finished cells are saved."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         load_plugins()
         argv = sys.argv[1:] if argv is None else argv
@@ -233,9 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader (`| head`) took what it wanted and closed the pipe
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0
-    except KeyboardInterrupt:
-        print("bench: interrupted; finished cells are saved, run the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"bench: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; finished cells are saved, run "
+              f"the same command to resume", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

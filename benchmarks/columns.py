@@ -34,6 +34,7 @@ COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "sparsity_before_projection": ("fraction", "sparsity of the search's own binary mask before the final projection"),
         "val_acc_before_projection": ("%", "validation accuracy of the search's own binary mask"),
         "val_acc_after_projection": ("%", "validation accuracy just after the projection (before weight training)"),
+        "num_classes": ("classes", "the dataset's classes (chance accuracy: 100 / num_classes %)"),
         "prunable_weights": ("weights", "weights of every masked Linear/Conv layer"),
         "kept_weights": ("weights", "weights the final mask keeps"),
         "layer_collapse": ("layers", "layers with every weight pruned"),
@@ -75,6 +76,8 @@ COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "python": ("version", "Python version"),
         "ticketbench": ("version", "this suite's version"),
         "hp_*": ("varies", "every method hyperparameter and recorded protocol choice"),
+        "lambda_final": ("float", "CRBG, CS: the penalty weight lambda the target control ended the search with (a "
+                                  "result, not a hyperparameter; hp_lam is where it started)"),
         "status": ("name", "ok, or failed (then error says why and the numbers are absent)"),
         "error": ("text", "first line of the failure"),
     },
@@ -83,7 +86,10 @@ COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "regime": ("name", "regime"), "sanity": ("name", "sanity check"),
         "target_sparsity": ("fraction", "target"), "seed": ("int", "seed"),
         "phase": ("name", "pretrain, search or train"), "epoch": ("int", "epoch within the phase, from 1"),
-        "train_loss": ("nats", "mean training loss over the epoch"),
+        "train_loss": ("nats", "mean task loss over the epoch's steps (cross-entropy; CTS: its KL to the dense "
+                               "net), without any penalty"),
+        "penalty": ("float", "search epochs of a method with a penalty (CRBG, CS): its mean value over the epoch's "
+                             "steps, lambda included (the search minimised train_loss + penalty)"),
         "val_acc": ("%", "validation accuracy of the binary mask at the end of the epoch"),
         "sparsity": ("fraction", "sparsity of the current binary mask"),
         "lambda": ("float", "penalty weight (CRBG, CS) or balancing coefficient (CTS)"),

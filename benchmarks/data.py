@@ -13,7 +13,7 @@ import shutil
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -115,7 +115,15 @@ def normalizer(mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[[Ten
         m, s = stats[x.device]
         return (x.float() - m) / s
 
+    transform.preprocessing = {"input": "uint8 pixels, N x C x H x W", "formula": "(x / 255 - mean) / std",
+                               "mean": list(mean), "std": list(std)}
     return transform
+
+
+def preprocessing(splits: Splits) -> dict[str, Any]:
+    """What a model trained on `splits` expects of its inputs (an exported ticket's metadata)."""
+    return getattr(splits.transform, "preprocessing", {
+        "input": "what the dataset yields (its own transforms, benchmarks/data.py), as floats", "formula": "x"})
 
 
 def crop_flip(x: Tensor, pad: int = 4) -> Tensor:

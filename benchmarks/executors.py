@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 import multiprocessing as mp
@@ -163,6 +164,22 @@ def ray_task_resources(cluster: dict[str, float], device: str) -> tuple[int, int
     if gpus == 0:
         return 1, 0
     return max(1, int(cluster.get("CPU", 1)) // gpus), 1
+
+
+RAY_CONNECT_TIMEOUT = 10.0  # seconds to reach a Ray cluster's address (ray.init itself retries for ever)
+
+
+def reachable(address: str) -> None:
+    """Refuse, in one line, a Ray `address` (host:port or ray://host:port) where nothing accepts a connection
+    within `RAY_CONNECT_TIMEOUT` seconds; ``auto`` is left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise UserError(f"cannot reach Ray at {address} within {RAY_CONNECT_TIMEOUT:.0f} s ({e.strerror or e}): is "
+                        f"a cluster running there (ray start --head)? Without --address a local one starts") from None
 
 
 def run_ray(cells: list[Cell], job: Job, started: Started, address: str | None,

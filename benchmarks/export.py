@@ -44,7 +44,7 @@ def cell_settings(folder: Path, cell_id: str) -> Cell:
     matches = [k for k in plan if k.startswith(cell_id)]
     if len(matches) != 1:
         raise UserError(f"{folder}: {'no' if not matches else 'more than one'} cell id starts with {cell_id!r} "
-                        f"(bench status {folder} lists them)")
+                        f"(bench status {folder} --cells lists them)")
     try:
         cell = Cell.from_dict(plan[matches[0]])
     except TypeError as e:  # a setting this installation does not declare (a plugin not loaded?)
@@ -68,20 +68,58 @@ def rebuild(folder: Path, cell_id: str) -> tuple[nn.Module, dict[str, Any]]:
     if not mask_file.exists() or not ticket_file.exists():
         raise UserError(f"cell {cell.id} has no finished result with its ticket in {folder} (cells run before "
                         f"tickets/ existed cannot be exported: rerun them with --force)")
-    masks = torch.load(mask_file, map_location="cpu", weights_only=True)
-    saved = torch.load(ticket_file, map_location="cpu", weights_only=True)
-    pruner = build_ticket_pruner(cell, saved["num_classes"], tuple(saved["input_shape"]))
+    masks, saved = saved_file(mask_file, "masks"), saved_file(ticket_file, "ticket")
+    try:
+        num_classes, input_shape, state = int(saved["num_classes"]), tuple(saved["input_shape"]), dict(saved["state"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{ticket_file}: not a ticket file of this suite ({type(e).__name__}: {e}); rerun the "
+                        f"cell with bench run --force") from None
+    pruner = build_ticket_pruner(cell, num_classes, input_shape)
     model = pruner.model
-    model.load_state_dict(saved["state"], strict=False)
+    try:
+        unexpected = model.load_state_dict(state, strict=False).unexpected_keys
+    except RuntimeError as e:
+        raise UserError(f"{ticket_file}: its weights do not fit {cell.arch} ({str(e).splitlines()[-1].strip()})") from None
+    if unexpected:
+        raise UserError(f"{ticket_file}: {len(unexpected)} entries {cell.arch} does not have ({unexpected[0]}, ...)")
     for name, module in pruner.layers:
+        mask = masks.get(name) if isinstance(masks, dict) else None
+        shape = tuple(module.parametrizations.weight.original.shape)
+        if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != shape:
+            found = "nothing" if mask is None else f"shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) \
+                else type(mask).__name__
+            raise UserError(f"{mask_file}: no mask of shape {shape} for layer {name} (found {found})")
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
-        module.weight.mul_(masks[name].to(module.weight.dtype))
+        module.weight.mul_(mask.to(module.weight.dtype))
     for p in model.parameters():
         p.requires_grad_(False)
-    meta = {"cell": cell.id, **{k: row.get(k) for k in METADATA_KEYS}, "settings": {
+    meta = {"cell": cell.id, **{k: number(row.get(k)) for k in METADATA_KEYS}, "settings": {
         k: (dict(v) if k in ("hparams", "train") else v) for k, v in cell.to_dict().items()},
-        "input_shape": list(saved["input_shape"]), "num_classes": saved["num_classes"]}
+        "input_shape": list(input_shape), "num_classes": num_classes,
+        "preprocessing": saved.get("preprocessing", "not recorded (a ticket written before 2026-12): see the "
+                                   "dataset in benchmarks/data.py")}
     return model.eval(), meta
+
+
+def saved_file(path: Path, what: str) -> Any:
+    """A results folder's saved tensors, or a one-line error naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, garbage, or pickled objects weights_only refuses
+        raise UserError(f"{path}: not a readable {what} file ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                        f"rerun the cell with bench run --force") from None
+
+
+def number(text: Any) -> Any:
+    """A row's value as it goes into metadata: a number where it is one, None where it is empty."""
+    if text in (None, ""):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except (TypeError, ValueError):
+            pass
+    return text
 
 
 def output_path(out: str | Path | None, folder: Path, name: str) -> Path:
@@ -97,8 +135,9 @@ def output_path(out: str | Path | None, folder: Path, name: str) -> Path:
 
 
 def export_ticket(folder: Path, cell_id: str, fmt: str = "pt", out: str | Path | None = None,
-                  slimmed: bool = False) -> Path:
-    """Write the cell's ticket as one file (`FORMATS`), physically slimmed with `slimmed`; returns its path."""
+                  slimmed: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Write the cell's ticket as one file (`FORMATS`), physically slimmed with `slimmed`; returns its path and
+    metadata."""
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     output_path(out, folder, "")  # a bad --out is one line before the ticket is rebuilt
@@ -118,7 +157,7 @@ def export_ticket(folder: Path, cell_id: str, fmt: str = "pt", out: str | Path |
             warnings.simplefilter("ignore", FutureWarning)
             traced = torch.jit.trace(model, example, check_trace=False)
             torch.jit.save(traced, str(path), _extra_files={"metadata.json": json.dumps(meta, default=str)})
-    return path
+    return path, meta
 
 
 def export_onnx(model: nn.Module, meta: dict[str, Any], path: Path) -> None:

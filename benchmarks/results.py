@@ -29,6 +29,9 @@ CURVE_COLUMNS: Schema = {"cell": (str, None, None), "epoch": (int, 0, None), "va
                          "sparsity": (float, 0.0, 1.0)}
 LAYER_COLUMNS: Schema = {"cell": (str, None, None), "layer": (str, None, None), "weights": (int, 0, None),
                          "kept": (int, 0, None), "sparsity": (float, 0.0, 1.0)}
+# columns an ok row leaves empty when its cell had nothing to measure them on (no validation split; curves
+# rows do not carry val_size)
+EMPTY_WITHOUT_VALIDATION = ("val_acc",)
 ROW_KEYS = {RUNS: ("cell",), CURVES: ("cell", "phase", "epoch"), LAYERS: ("cell", "layer")}  # one row per key
 
 
@@ -51,7 +54,7 @@ def _rows_text(columns: list[str], rows: Iterable[dict[str, Any]], header: bool)
 
 def _cell_text(value: Any) -> Any:
     if isinstance(value, float):
-        return repr(value)
+        return "" if value != value else repr(value)  # NaN (nothing measured) is a gap
     if isinstance(value, (tuple, list)):
         return "x".join(map(str, value)) if all(isinstance(v, int) for v in value) else ";".join(map(str, value))
     return "" if value is None else value
@@ -185,6 +188,8 @@ def check_rows(path: Path, rows: list[dict[str, str]], columns: Schema, only_ok:
         if only_ok and row.get("status") != "ok":
             continue
         for col, (typ, lo, hi) in columns.items():
+            if row[col] == "" and col in EMPTY_WITHOUT_VALIDATION and float(row.get("val_size") or 0) == 0:
+                continue
             try:
                 value = typ(row[col])
             except ValueError:

@@ -35,6 +35,7 @@ def slim(model: nn.Module, meta: dict[str, Any]) -> nn.Module:
     example = torch.randn(4, *meta["input_shape"], generator=gen)
     before = in_float64(model, example)
     params = list(model.parameters())
+    count = sum(p.numel() for p in params)
     with torch.enable_grad():  # the graph is traced through autograd
         for p in params:
             p.requires_grad_(True)
@@ -62,8 +63,8 @@ def slim(model: nn.Module, meta: dict[str, Any]) -> nn.Module:
     if diff > 1e-5:
         raise UserError(f"cell {meta['cell']} ({meta['arch']}) cannot be slimmed exactly: outputs move by {diff:.2g} "
                         f"(computed in float64); export it without --slim")
-    meta["slimmed"] = True
     meta["parameters_slim"] = sum(p.numel() for p in model.parameters())
+    meta["slimmed"] = meta["parameters_slim"] < count  # whether any unit was removed
     return model
 
 

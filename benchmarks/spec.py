@@ -42,8 +42,9 @@ cell_setting("regime", "strong", "strong: weights frozen at init, only the mask 
 cell_setting("epochs", 10, "search epochs per cell (imp: per round)", since_start=True, budget=True,
              check=at_least(1))
 cell_setting("batch_size", 128, "batch size", since_start=True, check=at_least(1))
-cell_setting("val_size", 0.1, "fraction of the training split held out for validation, a fixed split",
-             since_start=True, check=lambda v: None if 0.0 < v < 1.0 else f"{v} is outside (0, 1)")
+cell_setting("val_size", 0.1, "fraction of the training split held out for validation, a fixed split (0: "
+             "train on all of it, as open_lth and Synaptic-Flow do; the validation columns stay empty; bench tune "
+             "needs some)", since_start=True, check=lambda v: None if 0.0 <= v < 1.0 else f"{v} is outside [0, 1)")
 cell_setting("amp", False, "bf16 autocast in training steps (evaluation in fp32)")
 cell_setting("train_size", 0, "train on a fixed random subset of N training examples, the same for every cell and "
              "seed (validation and test untouched; 0: all)", budget=True,
@@ -52,6 +53,8 @@ cell_setting("activation", "relu", "nonlinearity replacing the model's nn.ReLU m
              "torchvision ResNets): relu, prelu (PReLU, slope 0.25 at init, trained with the weights), leaky "
              "(LeakyReLU 0.01)", ACTIVATIONS)
 
+MAX_CELLS = 100_000  # the most cells one sweep plans (10^4 plan in about 3.5 s; a results folder of 10^5 rows is
+# still read whole on every resume)
 TUNING_OUTCOME = ("hparams", "tuned")  # what a tuned configuration sets; the rest of a cell's identity is its key
 NOT_TUNED_FOR = ("seed", "sanity")  # a tuned configuration serves every seed and sanity check of its cells
 
@@ -391,7 +394,16 @@ class SweepSpec:
 
     def cells(self) -> list[Cell]:
         """The grid's cells. `dense` has one cell per (arch, dataset, seed) at target 0; with `sanity`, every
-        mask-producing cell is followed by its ablations (`methods.sanity`)."""
+        mask-producing cell is followed by its ablations (`methods.sanity`). A grid of more than `MAX_CELLS`
+        is refused with its count before any is built."""
+        grid = sum(len(self._method_hparams[m]) for m in self.methods) * math.prod(
+            len(axis) for axis in (self.arch, self.dataset, self.granularity, self.sparsity, self.seeds))
+        grid *= len(SANITY) if self.sanity else 1
+        if grid > MAX_CELLS:
+            raise UserError(f"the sweep has up to {grid:,} cells, more than the {MAX_CELLS:,} one bench run plans: "
+                            f"split it into several runs (fewer --seeds, --sparsity or --set values each)")
+        if grid > 10_000:
+            log(f"bench: planning up to {grid:,} cells ...")
         out: dict[str, Cell] = {}
         for method, arch, dataset, gran, target, seed in itertools.product(
                 self.methods, self.arch, self.dataset, self.granularity, self.sparsity, self.seeds):

@@ -21,9 +21,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def describe(out: Path) -> str:
+def describe(out: Path, every_cell: bool = False) -> str:
     """Cells by state: done, failed, running (a live process holds its marker), remaining; then one line
-    per running or failed cell."""
+    per running or failed cell (`every_cell`: per cell)."""
     if not out.is_dir():
         raise UserError(f"{out}: no such folder")
     if not (out / PLAN).exists():
@@ -43,7 +43,7 @@ def describe(out: Path) -> str:
         states[state].append(cell)
     lines = [f"{out}: {len(plan)} cells: {len(states['done'])} done, {len(states['running'])} running, "
              f"{len(states['failed'])} failed, {len(states['remaining'])} remaining"]
-    for state in ("running", "failed"):
+    for state in ("running", "failed", *(("done", "remaining") if every_cell else ())):
         for cell in states[state]:
             c = plan[cell]
             extra = f": {rows[cell].get('error', '')}" if state == "failed" else running.get(cell, "")

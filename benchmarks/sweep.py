@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-import itertools
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from benchmarks.results import (OK_RUN_COLUMNS, RUN_COLUMNS, FolderLock, append_
                                 save_masks)
 from benchmarks import executors
 from benchmarks.cell import CellResult, sanity_parent
+from benchmarks.estimate import warn_long_cpu_cells
 from benchmarks.spec import Cell, SweepSpec
 from benchmarks.trainer import resolve_device
 from benchmarks.zoo import MODELS, build_model
@@ -107,16 +106,22 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
     if executor not in executors.EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; choose from {', '.join(executors.EXECUTORS)}")
     check_spec(spec, device)
+    if executor == "ray" and address:  # ray.init would retry an unreachable address for ever
+        executors.reachable(address)
     cells = spec.cells()
     if executor == "local":  # missing data fails here, before any file is written (a Ray cluster has its own disks)
         for name in dict.fromkeys(c.dataset for c in cells):
             splits = executors.dataset(name, spec.data_root, download, spec.val_size).with_train_size(spec.train_size)
-            if min(len(splits.train), len(splits.val)) == 0:
+            if len(splits.train) == 0 or (len(splits.val) == 0 and spec.val_size > 0):
                 raise UserError(f"--val-size {spec.val_size} leaves {len(splits.train)} training and "
-                                f"{len(splits.val)} validation examples of {name}: both need at least one")
+                                f"{len(splits.val)} validation examples of {name}: both need at least one "
+                                f"(--val-size 0: no validation split)")
             if spec.exclude:
                 for arch in spec.arch:
                     check_exclude(spec.exclude, arch, splits)
+    if spec.val_size == 0:
+        log("bench: --val-size 0: every training example trains and none validates; val_acc and the projection's "
+            "val_acc_before/after_projection stay empty (sparsity_before_projection is still measured)")
     out = output_dir(spec)
     prepare_out(out)
     for note in notes:
@@ -125,41 +130,6 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
         rows = _run_locked(spec, cells, out, progress, download, rerun_failed, force, workers, executor, address,
                            device)
     return out, rows
-
-
-LONG_CPU_CELL_S = 1800.0  # a cell expected to take longer than this on the CPU gets a warning before the sweep
-
-
-def dense_step_seconds(arch: str, splits: Splits, batch_size: int) -> float:
-    """Wall seconds of one dense training step of `arch` at `batch_size` on the CPU, timed on a batch of at
-    most 8 random inputs after a warm-up step and scaled linearly (a mask search step costs about as much)."""
-    torch.manual_seed(0)
-    model = build_model(arch, splits.num_classes, splits.input_shape)
-    n = min(batch_size, 8)
-    x, y = torch.randn(n, *splits.input_shape), torch.randint(0, splits.num_classes, (n,))
-    times = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        times.append(time.perf_counter() - t0)
-    return times[-1] * batch_size / n
-
-
-def warn_long_cpu_cells(cells: list[Cell], spec: SweepSpec, download: bool) -> None:
-    """Before a sweep on the CPU, estimate each architecture's cell time from one timed step and warn where a
-    cell would take longer than `LONG_CPU_CELL_S`, suggesting a GPU or a smaller architecture."""
-    for (arch, dataset), group in itertools.groupby(sorted(cells, key=lambda c: (c.arch, c.dataset)),
-                                                    key=lambda c: (c.arch, c.dataset)):
-        group = list(group)
-        cell = max(group, key=lambda c: c.epochs + c.train_epochs)
-        splits = executors.dataset(dataset, spec.data_root, download, cell.val_size).with_train_size(cell.train_size)
-        steps = math.ceil(len(splits.train) / cell.batch_size) * (cell.epochs + cell.train_epochs)
-        step_s = dense_step_seconds(arch, splits, cell.batch_size)
-        if step_s * steps > LONG_CPU_CELL_S:
-            log(f"bench: warning: on the CPU one training step of {arch} on {dataset} takes about {step_s:.2f}s, so "
-                f"a cell of {steps} steps takes about {step_s * steps / 3600:.1f} h ({len(group)} such cells: "
-                f"{step_s * steps * len(group) / 3600:.1f} h). Use a GPU (--device cuda), a smaller --arch "
-                f"(bench list archs), fewer --epochs or --train-size N")
 
 
 def _run_locked(spec: SweepSpec, cells: list[Cell], out: Path, progress: bool, download: bool, rerun_failed: bool,
@@ -196,7 +166,8 @@ def _run_locked(spec: SweepSpec, cells: list[Cell], out: Path, progress: bool, d
     where = f"ray at {address or 'a local cluster'}" if executor == "ray" else f"{workers} worker(s)"
     log(f"bench: {len(cells)} cells, {len(done)} already done{skipped_failed}, {len(todo)} to run on {where} -> {out}")
     if device.type == "cpu" and executor == "local" and todo:
-        warn_long_cpu_cells(todo, spec, download)
+        warn_long_cpu_cells(todo, lambda c: executors.dataset(c.dataset, spec.data_root, download, c.val_size)
+                            .with_train_size(c.train_size))
     if spec.tuned:
         default = sorted({c.method for c in cells if not c.tuned})
         log(f"bench: {sum(1 for c in cells if c.tuned)} of {len(cells)} cells use a tuned configuration from "

@@ -20,8 +20,10 @@ from tqdm.auto import tqdm
 from benchmarks.console import log
 from benchmarks.data import Splits, batches
 from benchmarks.recipe import Recipe
+from benchmarks.sample import class_sample
 from methods import Pruner
 from methods.contract import CHECKPOINTED, SearchContext
+from methods.schedules import MIN_SEARCH_STEPS
 
 
 class Diverged(RuntimeError):
@@ -73,14 +75,14 @@ class TrainResult:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, splits: Splits, which: str, batch_size: int, device: torch.device) -> float:
-    """Top-1 accuracy (%) on split `which`, in eval mode, i.e. with the binary masks."""
+    """Top-1 accuracy (%) on split `which`, in eval mode, i.e. with the binary masks; NaN on an empty split."""
     model.eval()
     correct, total = torch.zeros((), dtype=torch.long, device=device), 0
     with parametrize.cached():  # each masked weight is built once, not once per batch (nothing changes here)
         for xb, yb in batches(getattr(splits, which), 4 * batch_size, device):
             correct += (model(splits.transform(xb)).argmax(1) == yb).sum()  # counted on the device, read once
             total += len(yb)
-    return 100.0 * int(correct) / max(1, total)
+    return 100.0 * int(correct) / total if total else math.nan
 
 
 @torch.no_grad()
@@ -104,17 +106,24 @@ def recalibrate_bn(model: nn.Module, splits: Splits, batch_size: int, device: to
 
 def search_step(model: nn.Module, pruner: Pruner, opt: torch.optim.Optimizer, sched: Any, criterion: nn.Module,
                 x: torch.Tensor, y: torch.Tensor, step: int, amp: bool = False) -> torch.Tensor:
-    """One mask-search step; returns the detached loss (no host-device sync). `amp`: bf16 autocast."""
+    """One mask-search step; returns the detached (task loss, penalty) pair (no host-device sync). `amp`: bf16
+    autocast."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        loss = pruner.loss(model, x, y, criterion)
+        task = pruner.task_loss(model, x, y, criterion)
+        penalty = pruner.penalty()  # after the forward: see `Pruner.penalty`
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    (task + penalty).backward()
     pruner.before_step()
     opt.step()
     if sched is not None:
         sched.step()
     pruner.on_step(step)
-    return loss.detach()
+    return torch.stack((task.detach(), penalty.detach().to(task.dtype)))
+
+
+def has_penalty(pruner: Pruner) -> bool:
+    """Whether the method adds a penalty to its task loss (curves.csv then logs it as `penalty`)."""
+    return type(pruner).penalty is not Pruner.penalty
 
 
 def weight_step(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, criterion: nn.Module,
@@ -200,6 +209,7 @@ class CellRun:
         self.amp = speed.amp
         self.channels_last = cuda_layout(self.model, device)
         self.forward = torch.compile(self.model) if speed.compile else self.model
+        self.seed = seed
         self.shuffle = torch.Generator().manual_seed(seed)
         self.progress, self.on_epoch, self.recipe = progress, on_epoch, recipe
         self.criterion = nn.CrossEntropyLoss()
@@ -233,7 +243,20 @@ class CellRun:
 
     def context(self) -> SearchContext:
         return SearchContext(batches=lambda: self.epoch_batches(augment=False), criterion=self.criterion,
+                             sample=self.class_sample,
                              weight_optimizer=self.weight_optimizer)
+
+    def class_sample(self, per_class: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`per_class` training examples of each class, fixed by the seed, as the trainer's batches
+        (transformed, not augmented, on the device)."""
+        x, y = class_sample(self.splits.train, per_class, self.seed)
+        out = []
+        for i in range(0, len(y), self.batch_size):
+            xb = self.splits.transform(x[i:i + self.batch_size].to(self.device))
+            if self.channels_last and xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            out.append((xb, y[i:i + self.batch_size].to(self.device)))
+        return out
 
     def weight_optimizer(self, params: list[nn.Parameter], steps: int) -> tuple[torch.optim.Optimizer, Any]:
         """The cell's recipe over `params`: its optimiser and a per-step LR schedule spanning `steps`."""
@@ -267,12 +290,15 @@ class CellRun:
         self.projection = state.get("projection", {})
 
     def _end_epoch(self, phase: str, epoch: int, loss_sum: torch.Tensor, bar: tqdm) -> None:
-        train_loss = float(loss_sum) / self.steps_per_epoch
-        if not math.isfinite(train_loss):
-            raise Diverged(f"loss is {train_loss} in {phase} epoch {epoch}")
+        """Log the epoch: `loss_sum` is the summed task loss, or (search steps) the summed (task loss, penalty)."""
+        means = (torch.as_tensor(loss_sum) / self.steps_per_epoch).reshape(-1).tolist()
+        train_loss, penalty = means[0], (means[1] if len(means) > 1 else 0.0)
+        if not math.isfinite(train_loss + penalty):
+            raise Diverged(f"loss is {train_loss + penalty} in {phase} epoch {epoch}")
         val_acc = evaluate(self.model, self.splits, "val", self.batch_size, self.device)
         sparsity = 0.0 if phase == "pretrain" else self.pruner.report().sparsity  # pre-training: masks open
         row = {"phase": phase, "epoch": epoch, "train_loss": train_loss, "val_acc": val_acc, "sparsity": sparsity,
+               **({"penalty": penalty} if phase == "search" and has_penalty(self.pruner) else {}),
                **(self.pruner.state() if phase == "search" else {})}
         self.curves.append(row)
         bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_acc:.2f}", sparsity=f"{row['sparsity']:.3f}")
@@ -296,9 +322,9 @@ class CellRun:
         for epoch in range(start + 1, epochs + 1):
             t0 = time.time()
             self.model.train()
-            loss_sum = torch.zeros((), device=self.device)
+            loss_sum: torch.Tensor | float = 0.0
             for xb, yb in self.epoch_batches(augment):
-                loss_sum += step_fn(xb, yb, step)
+                loss_sum = loss_sum + step_fn(xb, yb, step)
                 step += 1
                 bar.update()
             if after_epoch is not None:
@@ -312,6 +338,10 @@ class CellRun:
         """The method's search loop: `epochs` passes over the training data. The method's params only, except
         in the joint regime, where the cell's recipe also trains the model's weights, step for step."""
         steps = epochs * self.steps_per_epoch
+        if getattr(self.pruner.hp, "lr_ref_steps", 0) and steps < MIN_SEARCH_STEPS:
+            log(f"bench: cell {self.cell_id}: {self.pruner.name} searches {steps} steps, fewer than the "
+                f"{MIN_SEARCH_STEPS} its per-search rates hold for; it steps at the rates of a {MIN_SEARCH_STEPS}-step "
+                f"search, so its mask moves less than in a longer one (a rough result)")
         opt, sched = self.pruner.optimizer(steps)
         weights = self.pruner.weight_parameters() if self.pruner.regime == "joint" \
             and not self.pruner.search_trains_weights else []

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.console import count
 from benchmarks.data import data_root, load_dataset
 from benchmarks.errors import UserError
 from benchmarks.settings import CELL_SETTINGS, setting
@@ -150,6 +151,9 @@ def run_tune(spec: TuneSpec) -> Path:
         raise UserError(f"--trials and --budget-epochs must be at least 1 (got {spec.trials}, {spec.budget_epochs})")
     if spec.heartbeat < 1:
         raise UserError(f"--heartbeat must be at least 1 second, got {spec.heartbeat}")
+    if spec.sweep.val_size == 0:
+        raise UserError("bench tune needs a validation split to score trials on (never the test set): "
+                        "--val-size 0 leaves none")
     if spec.study and len(spec.methods) * len(spec.sparsity) > 1:
         raise UserError("--study names one study: give one method and one target with it")
     for method in spec.methods:  # validates names, targets and granularity before any work
@@ -178,8 +182,8 @@ def run_tune(spec: TuneSpec) -> Path:
         storage = _storage(spec, out)
     studies = [(m, t) for m in spec.methods for t in spec.sparsity]
     for i, (method, target) in enumerate(studies, 1):
-        print(f"study {i}/{len(studies)}: {spec.study_name(method, target)} ({spec.trials} trials of "
-              f"{spec.budget_epochs} epochs)", flush=True)
+        print(f"study {i}/{len(studies)}: {spec.study_name(method, target)} ({count(spec.trials, 'trial')} of "
+              f"{count(spec.budget_epochs, 'epoch')})", flush=True)
         run_study(spec, method, target, splits, device, storage)
     write_manifest(spec, storage, out)
     return out

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks.console import count
 from benchmarks.settings import CELL_SETTINGS
 from benchmarks.spec import manifest_entry, manifest_key
 
@@ -101,4 +102,4 @@ def write_manifest(spec: TuneSpec, storage, out: Path) -> None:
     budgets = {(e["trials"], e["budget_epochs"], e["train_size"]) for e in entries.values()}
     note = "" if len(budgets) <= 1 else " (warning: the studies in it had different budgets: " \
         + "; ".join(f"{t} trials x {b} epochs, train size {n or 'all'}" for t, b, n in sorted(budgets)) + ")"
-    print(f"tuned configurations: {path} ({len(entries)} studies){note}; run them with bench run --tuned {out}")
+    print(f"tuned configurations: {path} ({count(len(entries), 'study')}){note}; run them with bench run --tuned {out}")

@@ -16,9 +16,10 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from methods.hparams import Hparams
-from methods.init import DEFAULT_WEIGHT_INIT, init_weight
+from methods.init import DEFAULT_WEIGHT_INIT, init_weight, init_weights
 from methods.mask import FixedMask, Mask, prunable_modules
-from methods.sparsity import LayerSparsity, SparsityReport, keep_global, keep_proportional, remove_dead_columns, topk_mask
+from methods.sparsity import (SparsityReport, keep_global, keep_proportional, layer_report, remove_dead_columns,
+                              topk_mask)
 from methods.contract import REGIMES, Granularity, Regime, SearchContext
 
 
@@ -112,6 +113,8 @@ class Pruner(ABC):
             else:
                 mask = self.make_mask(module.weight, self.structured)
             parametrize.register_parametrization(module, "weight", mask, unsafe=True)
+        masked = [module for _, module in self.layers]  # excluded layers: the same scheme, dense, drawn last
+        init_weights([m for _, m in prunable_modules(self.model) if m not in masked], self.weight_init)
 
     def make_mask(self, weight: Tensor, structured: bool) -> Mask:
         return self.mask_cls(weight, structured, self.hp)
@@ -137,11 +140,8 @@ class Pruner(ABC):
         masks = {id(p) for p in self.mask_parameters()}
         return [p for p in self.model.parameters() if id(p) not in masks]
 
-    @property
-    def search_trains_weights(self) -> bool:
-        """Whether the method's own search optimiser also trains the model's weights (CS in its paper's
-        protocol). In the joint regime the trainer trains them beside any other method's search."""
-        return False
+    search_trains_weights: ClassVar[bool] = False  # the search's own optimiser trains the weights too (CS's
+    # paper protocol, IMP); in the joint regime the trainer trains them beside any other method's search
 
     def weight_state(self) -> dict[str, Tensor]:
         """A copy of the model's weights and buffers (BN statistics included), masks' state excluded."""
@@ -152,13 +152,12 @@ class Pruner(ABC):
         """The weights the weak regime's retraining starts from from now on (default: the initial ones)."""
         self._rewind = self.weight_state()
 
-    def rewind_state(self) -> dict[str, Tensor]:
+    def rewind_state(self) -> dict[str, Tensor]:  # the weights `set_rewind_point` saved
         return self._rewind
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything of the pruner that the model's own state_dict lacks: the frozen final masks, the rewind
-        point and the method's `extra_state` (dual variables, temperatures, rounds). With the model's
-        state_dict it is a checkpoint of the search."""
+        """What the model's own state_dict lacks for a checkpoint of the search: the frozen final masks, the
+        rewind point and the method's `extra_state` (dual variables, temperatures, rounds)."""
         return {"finals": {name: mask.final for name, _, mask in self.mask_modules()}, "rewind": self._rewind,
                 "extra": self.extra_state()}
 
@@ -214,9 +213,14 @@ class Pruner(ABC):
     def prepare(self, ctx: SearchContext) -> None:
         """Called once before the search loop (and instead of it when not `searches`)."""
 
+    def task_loss(self, model: nn.Module, x: Tensor, y: Tensor,
+                  criterion: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+        """The search's task objective on one batch, without the penalty. Default: the criterion."""
+        return criterion(model(x), y)
+
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, criterion: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-        """The search objective on one batch. Default: the task loss plus the method's penalty."""
-        return criterion(model(x), y) + self.penalty()
+        """The search objective on one batch: `task_loss` plus `penalty()` (in that order: see `penalty`)."""
+        return self.task_loss(model, x, y, criterion) + self.penalty()
 
     def before_step(self) -> None:
         """Called between backward and the optimiser step (gradient surgery). The base checks the penalty
@@ -259,6 +263,9 @@ class Pruner(ABC):
         """Everything that identifies how the result was produced: hyperparameters and protocol choices."""
         return self.hp.to_dict()
 
+    def outcome(self) -> dict[str, Any]:  # results of the search the row records as columns, not hyperparameters
+        return {}
+
     @property
     def exact_target(self) -> bool:
         """Whether the final mask removes exactly the target fraction (of weights, or of units when
@@ -300,15 +307,8 @@ class Pruner(ABC):
         masks = self.masks()
         if self.structured:
             masks = remove_dead_columns(self.model, self.layers, masks)
-        rep = SparsityReport()
-        for name, _, mask in self.mask_modules():
-            m = masks[name]
-            units = units_kept = None
-            if mask.structured and not isinstance(mask, FixedMask):
-                unit_mask = mask.current_mask()
-                units, units_kept = unit_mask.numel(), int(unit_mask.sum())
-            rep.layers.append(LayerSparsity(name, tuple(m.shape), m.numel(), int(m.sum()), units, units_kept))
-        return rep
+        return layer_report(masks, {name: mask.current_mask() for name, _, mask in self.mask_modules()
+                                    if mask.structured and not isinstance(mask, FixedMask)})
 
     def bake(self) -> nn.Module:
         """Remove the parametrizations, leaving plain weights W * mask in the model (for export)."""

@@ -25,5 +25,7 @@ class SearchContext:
 
     batches: Callable[[], Iterable[tuple[Tensor, Tensor]]]  # one epoch of (input, label), no augmentation
     criterion: Callable[[Tensor, Tensor], Tensor]
+    # a fixed sample of n training examples per class, as batches of the cell's size (one-shot scores)
+    sample: Callable[[int], list[tuple[Tensor, Tensor]]] | None = None
     # the cell's weight-training recipe over `params` for `steps` steps: (optimiser, per-step LR schedule)
     weight_optimizer: Callable[[list[nn.Parameter], int], tuple[torch.optim.Optimizer, Any]] | None = None

@@ -187,4 +187,4 @@ class CRBG(TargetControlled, Pruner):
             m.decide_scale = state.get("decide_scale", 0.0)
 
     def record(self) -> dict:
-        return {**super().record(), "penalty_norm": "mean_over_gates", "lambda_final": float(self.lam)}
+        return {**super().record(), "penalty_norm": "mean_over_gates"}

@@ -311,6 +311,6 @@ class ContinuousSparsification(TargetControlled, Pruner):
     def record(self) -> dict:
         return {**super().record(), "penalty_norm": "mean_over_masks", "mask_rescale": "none",
                 "beta_schedule": "per_step_geometric", "weights": "trained" if self.trains_weights else "frozen",
-                "lambda_final": float(self.control.lam), "decision_penalty": self.decide,
+                "decision_penalty": self.decide,
                 "mask_optimizer": self.mask_optimizer,
                 "density_floor": self.floor, "density_ceiling": self.floor and self.hp.ceiling}

@@ -155,7 +155,7 @@ class CTS(Pruner):
                                fused=True)  # one kernel for all logits
         return opt, lr_schedule(opt, self.hp.schedule, total_steps)
 
-    def loss(self, model, x: Tensor, y: Tensor, criterion) -> Tensor:
+    def task_loss(self, model, x: Tensor, y: Tensor, criterion) -> Tensor:
         logits = model(x)
         if self.objective == "ce":
             return criterion(logits, y)

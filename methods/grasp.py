@@ -15,11 +15,11 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from methods.contract import SearchContext
-from methods.pai import OneShotHparams, OneShotPruner
+from methods.pai import OneShotPruner, SampledHparams
 
 
 @dataclass
-class GraSPHparams(OneShotHparams):
+class GraSPHparams(SampledHparams):
     temperature: float = 200.0
 
 
@@ -34,11 +34,10 @@ class GraSP(OneShotPruner):
         T = self.hp.temperature
         # the Hessian-vector product needs double backward, which fused attention kernels lack
         with self.scoring() as weights, sdpa_kernel(SDPBackend.MATH):
-            g = self.batch_gradients(ctx, self.hp.batches, scale=T, weights=weights)
+            sample = self.scoring_batches(ctx)  # g and Hg on the same examples
+            g = self.batch_gradients(ctx, sample, scale=T, weights=weights)
             hg = [torch.zeros_like(w) for w in weights]
-            for i, (x, y) in enumerate(ctx.batches()):
-                if i == self.hp.batches:
-                    break
+            for x, y in sample:
                 grads = torch.autograd.grad(ctx.criterion(self.model(x) / T, y), weights, create_graph=True)
                 z = sum((gi * ga.detach()).sum() for gi, ga in zip(grads, g))
                 for acc, h in zip(hg, torch.autograd.grad(z, weights)):

@@ -153,7 +153,7 @@ class IMP(Pruner):
         else:  # outside the trainer: the default recipe's optimiser at a constant rate
             self.round_opt = [torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4), _NoSchedule()]
 
-    def loss(self, model, x: Tensor, y: Tensor, criterion) -> Tensor:
+    def task_loss(self, model, x: Tensor, y: Tensor, criterion) -> Tensor:
         if self.pending:
             self.next_round()
         return criterion(model(x), y)

@@ -75,3 +75,9 @@ def init_weight(weight: Tensor, scheme: str, density: float = 1.0) -> None:
     else:  # uniform, alpha = sqrt(6 / fan_in): the Kaiming-uniform bound
         bound = math.sqrt(6.0 / fan)
         weight.uniform_(-bound, bound)
+
+
+def init_weights(modules: list, scheme: str) -> None:
+    """`init_weight` at density 1 for the weight of each module, in order (layers left unmasked)."""
+    for module in modules:
+        init_weight(module.weight, scheme)

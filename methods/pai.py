@@ -5,6 +5,7 @@ layer-wise at the exact target (`scope`). See ``shared/specs/baselines.md``."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -30,11 +31,28 @@ class OneShotMask(OpenMask):
 @dataclass
 class OneShotHparams(Hparams):
     scope: str = "global"
-    batches: int = 1  # mini-batches the data-driven scores average over
+    batches: int = 1  # data-driven scores with samples_per_class 0: the first mini-batches of the epoch order
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        if self.batches < 1:
+            raise ValueError(f"batches must be >= 1, got {self.batches}")
+
+
+@dataclass
+class SampledHparams(OneShotHparams):
+    """A data-driven score's sample (`OneShotPruner.scoring_batches`): `samples_per_class` training examples of
+    each class, fixed by the seed, for every pass (SNIP's and GraSP's papers, Synaptic-Flow's code: 10); 0:
+    the first `batches` mini-batches of the epoch order, drawn once and shared by every pass. A plain field,
+    not `later`: it changed these methods' scores, so their cells' ids changed with it."""
+
+    samples_per_class: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.samples_per_class < 0:
+            raise ValueError(f"samples_per_class must be >= 0, got {self.samples_per_class}")
 
 
 class OneShotPruner(Pruner):
@@ -71,14 +89,19 @@ class OneShotPruner(Pruner):
             for w in weights:
                 w.requires_grad_(False)
 
-    def batch_gradients(self, ctx: SearchContext, batches: int, scale: float = 1.0,
+    def scoring_batches(self, ctx: SearchContext) -> list[tuple[Tensor, Tensor]]:
+        """The batches every pass of a data-driven score uses: the class sample (`samples_per_class`), or
+        the first `batches` mini-batches of the epoch order."""
+        if self.hp.samples_per_class and ctx.sample is not None:
+            return ctx.sample(self.hp.samples_per_class)
+        return list(itertools.islice(ctx.batches(), self.hp.batches))
+
+    def batch_gradients(self, ctx: SearchContext, batches: list[tuple[Tensor, Tensor]], scale: float = 1.0,
                         weights: list[Tensor] | None = None) -> list[Tensor]:
-        """The loss gradient w.r.t. the gated weights, summed over the first `batches` batches (logits / `scale`)."""
+        """The loss gradient w.r.t. the gated weights, summed over `batches` (logits / `scale`)."""
         weights = weights if weights is not None else self.gated_weights()
         total = [torch.zeros_like(w) for w in weights]
-        for i, (x, y) in enumerate(ctx.batches()):
-            if i == batches:
-                break
+        for x, y in batches:
             grads = torch.autograd.grad(ctx.criterion(self.model(x) / scale, y), weights)
             for t, g in zip(total, grads):
                 t += g

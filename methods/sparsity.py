@@ -133,3 +133,13 @@ def remove_dead_columns(model: nn.Module, layers: list[tuple[str, nn.Module]], m
             continue
         out[name] = m & col.view(1, -1, *([1] * (m.dim() - 2)))
     return out
+
+
+def layer_report(masks: dict[str, Tensor], units: dict[str, Tensor]) -> SparsityReport:
+    """The report of binary `masks` (layer -> full-shape mask), with the unit masks of structured layers."""
+    rep = SparsityReport()
+    for name, m in masks.items():
+        unit = units.get(name)
+        rep.layers.append(LayerSparsity(name, tuple(m.shape), m.numel(), int(m.sum()),
+                                        None if unit is None else unit.numel(), None if unit is None else int(unit.sum())))
+    return rep

@@ -7,8 +7,8 @@ at the end then removes the last few hundredths: global by score (`Pruner.projec
 
 Budget independence: every rate is stated per fraction of the search, not per step. ``lam_rate`` is
 how far log lambda may move over the whole search at full error (`BAND`; per step: lam_rate /
-total_steps), and the ramp ends at the fraction ``ramp``. A search of 500 steps and one of 500,000
-therefore follow the same lambda and density trajectories in training-fraction time; a per-step rate
+total_steps, or / `methods.schedules.MIN_SEARCH_STEPS` in a shorter search), and the ramp ends at the
+fraction ``ramp``. A search of 500 steps and one of 500,000 therefore follow the same lambda and density trajectories in training-fraction time; a per-step rate
 (the earlier ``lam_lr``) needed thousands of steps to find a lambda two orders of magnitude away and
 left short searches far from their target, for the projection to cut weights the network was using.
 
@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from methods.hparams import Hparams, later
+from methods.schedules import search_length
 from methods.sparsity import kth_largest
 
 TARGET_MODES = ("dual+project", "dual", "project", "none")
@@ -110,11 +111,12 @@ class DensityController:
         predicted = (density + self.lead * self.slope).clamp_min(0.0)
         ahead = self.target(step + self.lead * n)
         err = ((predicted - ahead) / (BAND * ahead)).clamp(-1.0, 1.0)
-        rate = self.rate / n * torch.where(err < 0, self.down, 1.0)
+        per_step = self.rate / search_length(n)  # `rate` per search (at least MIN_SEARCH_STEPS long)
+        rate = per_step * torch.where(err < 0, self.down, 1.0)
         self.log_lam = (self.log_lam + rate * err).clamp(-12.0, 12.0)
         if self.two_sided:  # the constraint density >= final, with the same rates
             low = ((self.final - predicted) / (BAND * self.final)).clamp(-1.0, 1.0)
-            self.log_neg = (self.log_neg + self.rate / n * torch.where(low < 0, self.down, 1.0) * low).clamp(-12.0, 12.0)
+            self.log_neg = (self.log_neg + per_step * torch.where(low < 0, self.down, 1.0) * low).clamp(-12.0, 12.0)
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"log_lam": self.log_lam, "log_neg": self.log_neg, "last": self.last, "slope": self.slope}
@@ -157,6 +159,9 @@ class TargetControlled:
             return super().finalize()
         kept = [int(m.binary_mask().sum()) for m in self.gated()] if self.hp.projection == "proportional" else None
         self.project_global(1.0 - self.target, shares=kept)
+
+    def outcome(self) -> dict:
+        return {**super().outcome(), "lambda_final": float(self.control.lam)}
 
     def extra_state(self) -> dict:
         return {**super().extra_state(), "control": self.control.state_dict()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import platform
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -14,9 +15,32 @@ from benchmarks.errors import UserError
 from benchmarks.results import prepare_out
 from reports import figures, tables
 from reports.load import load
-from reports.stats import add_series, ci95, cost_summary, equal_accuracy, missing_cells, point_labels, summarize
+from reports.stats import (COLLAPSE_FACTOR, add_series, ci95, collapse_floor, cost_summary, equal_accuracy,
+                           missing_cells, point_labels, summarize)
 
 X_MODES = ("sparsity", "density-log")
+
+
+def inline_html(text: str) -> str:
+    """Markdown's inline marks as HTML: `code` and **bold**, the rest escaped."""
+    out = html.escape(text)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
+
+
+def table_html(markdown: str) -> str:
+    """A Markdown pipe table (header, separator, rows) as an HTML table; other text as paragraphs."""
+    lines = [line.strip() for line in markdown.strip().splitlines()]
+    if len(lines) < 2 or not all(line.startswith("|") for line in lines[:2]):
+        return "".join(f"<p>{inline_html(line)}</p>" for line in lines if line)
+
+    def cells(line: str) -> list[str]:
+        return [inline_html(c.strip()) for c in line.strip("|").split("|")]
+
+    head = "".join(f"<th>{c}</th>" for c in cells(lines[0]))
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in cells(line)) + "</tr>" for line in lines[2:]
+                   if line.startswith("|"))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 class Index:
@@ -28,22 +52,22 @@ class Index:
 
     def heading(self, text: str, level: int = 2) -> None:
         self.md.append(f"{'#' * level} {text}\n")
-        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
+        self.html.append(f"<h{level}>{inline_html(text)}</h{level}>")
 
     def text(self, text: str) -> None:
         self.md.append(text + "\n")
-        self.html.append(f"<p>{html.escape(text)}</p>")
+        self.html.append(f"<p>{inline_html(text)}</p>")
 
     def figure(self, paths: list[Path], caption: str) -> None:
         png, pdf = paths[0].name, paths[1].name
         self.md.append(f"![{caption}]({png})\n\n{caption} ([PDF]({pdf}))\n")
-        self.html.append(f'<figure><img src="{png}" width="640"><figcaption>{html.escape(caption)} '
+        self.html.append(f'<figure><img src="{png}" width="640"><figcaption>{inline_html(caption)} '
                          f'(<a href="{pdf}">PDF</a>)</figcaption></figure>')
 
     def table(self, markdown: str, frame: pd.DataFrame | None = None, files: list[str] = ()) -> None:
         links = " ".join(f"[{f}]({f})" for f in files)
         self.md.append(markdown + ("\n\n" + links if links else "") + "\n")
-        body = frame.to_html(escape=True) if frame is not None else f"<pre>{html.escape(markdown)}</pre>"
+        body = frame.to_html(escape=True) if frame is not None else table_html(markdown)
         self.html.append(body + "".join(f' <a href="{f}">{f}</a>' for f in files))
 
     def write(self, out: Path) -> None:
@@ -105,14 +129,20 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
     for (dataset, arch, regime), slug, panel in figures.panels(searched):
         psum = summary[(summary.dataset == dataset) & (summary.arch == arch) & (summary.regime == regime)]
         pdense = dense[(dense.dataset == dataset) & (dense.arch == arch) & (dense.regime == regime)]
-        idx.heading(f"{arch} on {dataset}, {regime} regime")
+        title = f"{arch} on {dataset}, {regime} regime"
+        idx.heading(title)
+        floor = collapse_floor(panel)
         paths = figures.accuracy_vs_sparsity(psum, pdense, palette, out, x_mode, f"acc_vs_sparsity_{slug}",
-                                             seeds=panel, metric=metric)
+                                             seeds=panel, metric=metric, title=title, floor=floor)
+        seeds = int(psum["seeds"].max())
+        spread = ("one seed per point (no dots, no band)" if seeds == 1 else
+                  "each seed a small dot, and a 95 % band where a target has "
+                  f"{figures.BAND_MIN_SEEDS} seeds or more (with fewer the t-interval spans tens of points)")
+        collapsed = f", none at or below {floor:.3g} % ({COLLAPSE_FACTOR:g}x chance: a collapsed ticket)" if floor else ""
         idx.figure(paths, f"Test accuracy against achieved sparsity for each method on {arch}/{dataset}: seed mean "
-                          "at each target, each seed a small dot, and a 95 % band where a target has "
-                          f"{figures.BAND_MIN_SEEDS} seeds or more (with fewer the t-interval spans tens of points); "
-                          "ringed points form the Pareto front (no other point is both "
-                          "sparser and more accurate)" + ("; dashed: the trained dense model." if len(pdense) else "."))
+                          f"at each target, {spread}; ringed points form the Pareto front (no other point is both "
+                          f"sparser and more accurate{collapsed})"
+                          + ("; dashed: the trained dense model." if len(pdense) else "."))
         grid, _ = tables.accuracy_grid(psum)
         tables_csv = f"table_{slug}.csv"
         psum.to_csv(out / tables_csv, index=False)
@@ -138,10 +168,11 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
             idx.table(tables.equal_accuracy_markdown(both), None, [f"equal_accuracy_{slug}.csv"])
         costs = cost_summary(panel, metric)
         if len(costs):
-            paths = figures.accuracy_vs_cost(costs, palette, out, f"cost_{slug}")
+            paths = figures.accuracy_vs_cost(costs, palette, out, f"cost_{slug}", title=title, floor=floor)
             idx.figure(paths, "Test accuracy against what the ticket costs: multiply-adds for one input (kept weights "
                               "only) and bytes to store it (strong regime: seed + compressed mask; weak: kept "
-                              "weights + mask), seed means; ringed: the Pareto front; dashed: the dense model.")
+                              f"weights + mask), seed means; ringed: the Pareto front{collapsed}; dashed: the dense "
+                              "model.")
             costs.to_csv(out / f"cost_{slug}.csv", index=False)
             shown = ["series", "target_sparsity", "point", "mean", "speedup_flops", "compression",
                      *[c for c in costs if c.startswith("speedup_") and c != "speedup_flops"]]
@@ -165,11 +196,12 @@ def build_report(folders: list[Path], out: Path, x_mode: str = "sparsity", layer
         if len(players):
             targets = sorted(players["target_sparsity"].unique())
             t = next((x for x in targets if layer_target is not None and abs(x - layer_target) < 1e-9), targets[-1])
-            paths = figures.layer_sparsity(players[players.target_sparsity == t], palette, out, f"layers_{slug}", t)
+            paths = figures.layer_sparsity(players[players.target_sparsity == t], palette, out, f"layers_{slug}", t,
+                                           title=title)
             idx.figure(paths, f"Per-layer sparsity at target {t:g} (mean over seeds): where each method prunes.")
         pcurves = with_series(res.curves, panel)
         if len(pcurves):
-            paths = figures.training_curves(pcurves, palette, out, f"curves_{slug}")
+            paths = figures.training_curves(pcurves, palette, out, f"curves_{slug}", title=title)
             idx.figure(paths, "Validation accuracy and current sparsity of the binary mask per epoch "
                               "(dotted: the target), mean over seeds.")
 

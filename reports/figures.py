@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -71,13 +72,29 @@ def _sparsity_axis(ax: plt.Axes, mode: str, values: np.ndarray) -> None:
 BAND_MIN_SEEDS = 3  # fewer seeds: a t-interval spans tens of points (t = 12.7 for 2), so the seeds are shown alone
 
 
+def log_ticks(ax: plt.Axes, values: np.ndarray) -> None:
+    """A log x axis labelled at a few round values: decades where the data span several, else about four
+    values across the data (matplotlib's minor labels, "3x10^4 4x10^4", overlap inside one decade)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v) & (v > 0)]
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if len(v) and v.max() / v.min() < 100:
+        ticks = sorted({float(f"{t:.2g}") for t in np.geomspace(v.min(), v.max(), 4)})
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([matplotlib.ticker.EngFormatter(sep="")(t) for t in ticks])
+    else:
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=6))
+
+
 def accuracy_vs_sparsity(summary: pd.DataFrame, dense: pd.DataFrame, palette: Palette, out: Path, mode: str,
-                         stem: str, seeds: pd.DataFrame | None = None, metric: str = "test_acc") -> list[Path]:
+                         stem: str, seeds: pd.DataFrame | None = None, metric: str = "test_acc", title: str = "",
+                         floor: float | None = None) -> list[Path]:
     """One line per series: seed mean at each achieved sparsity, every seed as a small dot (`seeds`: the
     panel's runs, a `series` column), the 95 % CI band where a target has `BAND_MIN_SEEDS` seeds or more,
-    Pareto front ringed."""
+    Pareto front ringed (never a collapsed ticket: accuracy at or below `floor`)."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.6))
+        ax.set_title(title)
         targets = sorted(summary["target_sparsity"].unique())
         for name, g in summary.groupby("series"):
             if "point" in g and (g["point"] != "").any():  # a lambda grid: its points in order of sparsity
@@ -95,7 +112,7 @@ def accuracy_vs_sparsity(summary: pd.DataFrame, dense: pd.DataFrame, palette: Pa
                 if (own.groupby(["target_sparsity", "point"]).size() > 1).any():  # one seed is the line itself
                     ax.scatter(_x(own["sparsity"], mode), own[metric], s=5, color=palette.color[name], alpha=0.45,
                                lw=0, zorder=1)
-        front = summary[pareto_mask(summary["sparsity"].to_numpy(), summary["mean"].to_numpy())]
+        front = summary[pareto_mask(summary["sparsity"].to_numpy(), summary["mean"].to_numpy(), floor)]
         front = front.sort_values("sparsity")
         ax.plot(_x(front["sparsity"], mode), front["mean"], ls="none", marker="o", ms=8, mfc="none", mec="black",
                 mew=0.8, label="Pareto front")
@@ -111,22 +128,26 @@ def accuracy_vs_sparsity(summary: pd.DataFrame, dense: pd.DataFrame, palette: Pa
         return save(fig, out, stem)
 
 
-def accuracy_vs_cost(costs: pd.DataFrame, palette: Palette, out: Path, stem: str) -> list[Path]:
+def accuracy_vs_cost(costs: pd.DataFrame, palette: Palette, out: Path, stem: str, title: str = "",
+                     floor: float | None = None) -> list[Path]:
     """Two panels: accuracy against the ticket's multiply-adds and against its stored bytes (log axes), a line
-    per series, the Pareto front (cheaper and more accurate than every other point) ringed."""
+    per series, the Pareto front (cheaper and more accurate than every other point, never a collapsed ticket
+    at or below `floor`) ringed."""
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, 2.6), sharey=True)
+        fig.suptitle(title)
         for ax, col, label in zip(axes, ("flops", "bytes_ticket"), ("multiply-adds per input", "ticket bytes")):
             for name, g in costs.groupby("series"):
                 g = g.sort_values(col)
                 ax.plot(g[col], g["mean"], marker=palette.marker[name], color=palette.color[name], label=name,
                         ms=4, lw=1.2)
-            front = costs[pareto_mask(-costs[col].to_numpy(float), costs["mean"].to_numpy(float))]
+            front = costs[pareto_mask(-costs[col].to_numpy(float), costs["mean"].to_numpy(float), floor)]
             ax.plot(front[col], front["mean"], ls="none", marker="o", ms=8, mfc="none", mec="black", mew=0.8,
                     label="Pareto front")
             dense = costs[{"flops": "flops_dense", "bytes_ticket": "bytes_dense"}[col]].max()
             ax.axvline(dense, color="0.3", ls="--", lw=1, label="dense model")
             ax.set_xscale("log")
+            log_ticks(ax, np.append(costs[col].to_numpy(float), dense))
             ax.set_xlabel(label)
         axes[0].set_ylabel("test accuracy (%)")
         axes[1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7)
@@ -150,7 +171,8 @@ def accuracy_by_arch(summary: pd.DataFrame, out: Path, stem: str) -> list[Path]:
         return save(fig, out, stem)
 
 
-def layer_sparsity(layers: pd.DataFrame, palette: Palette, out: Path, stem: str, target: float) -> list[Path]:
+def layer_sparsity(layers: pd.DataFrame, palette: Palette, out: Path, stem: str, target: float,
+                   title: str = "") -> list[Path]:
     """Per-layer sparsity (mean over seeds) of each series at one target: where each method prunes."""
     layers = layers.assign(layer=[f"{n}\n{s}" if "shape" in layers else n for n, s in
                                   zip(layers["layer"], layers.get("shape", layers["layer"]))])
@@ -162,14 +184,14 @@ def layer_sparsity(layers: pd.DataFrame, palette: Palette, out: Path, stem: str,
         ax.set_ylim(0, 1)
         ax.set_ylabel("layer sparsity")
         ax.set_xlabel("layer and weight shape (out x in), in network order")
-        ax.set_title(f"target sparsity {target:g}")
+        ax.set_title(f"{title}: target sparsity {target:g}" if title else f"target sparsity {target:g}")
         if len(order) > 6:
             ax.tick_params(axis="x", rotation=90)
         ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # never over a bar
         return save(fig, out, stem)
 
 
-def training_curves(curves: pd.DataFrame, palette: Palette, out: Path, stem: str) -> list[Path]:
+def training_curves(curves: pd.DataFrame, palette: Palette, out: Path, stem: str, title: str = "") -> list[Path]:
     """Validation accuracy (top) and current sparsity (bottom) per epoch, one column per target. Phases
     (dense pre-training, search, weight training) follow each other on one epoch axis."""
     curves = curves.copy()
@@ -192,9 +214,14 @@ def training_curves(curves: pd.DataFrame, palette: Palette, out: Path, stem: str
             axes[1, j].axhline(t, color="0.5", ls=":", lw=0.8)
             axes[0, j].set_title(f"target {t:g}")
             axes[1, j].set_xlabel("epoch")
+            axes[1, j].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # whole epochs
+        if curves["epoch"].max() == 1:  # one epoch: a point, not an axis from 0.95 to 1.05
+            axes[1, 0].set_xlim(0.5, 1.5)
         axes[0, 0].set_ylabel("val accuracy (%)")
         axes[1, 0].set_ylabel("sparsity")
         axes[0, -1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7)
+        if title:
+            fig.suptitle(title)
         fig.tight_layout()
         return save(fig, out, stem)
 

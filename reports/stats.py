@@ -25,7 +25,7 @@ def series_label(method: str, granularity: str, sanity: str = "none") -> str:
 def identity_columns(df: pd.DataFrame) -> list[str]:
     """The columns of `df` that carry a cell's identity (`benchmarks.spec.Cell`): one per cell setting, the
     hyperparameters of its method as ``hp_<name>`` (not the results a method records beside them, such as
-    ``hp_lambda_final``) and the weight-training recipe as ``train_<name>``."""
+    ``hp_fill_used``) and the weight-training recipe as ``train_<name>``."""
     from benchmarks.recipe import Recipe
     from benchmarks.settings import CELL_SETTINGS
     from benchmarks.spec import Cell
@@ -172,14 +172,26 @@ def cost_summary(ok: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     return out
 
 
-def pareto_mask(sparsity: np.ndarray, acc: np.ndarray) -> np.ndarray:
-    """True for points no other point dominates (at least as sparse and as accurate, better in one)."""
+def pareto_mask(sparsity: np.ndarray, acc: np.ndarray, floor: float | None = None) -> np.ndarray:
+    """True for points no other point dominates (at least as sparse and as accurate, better in one). With a
+    `floor`, points at or below it (collapsed tickets, `collapse_floor`) are never on the front."""
     s, a = np.asarray(sparsity, float), np.asarray(acc, float)
-    keep = np.ones(len(s), bool)
-    for i in range(len(s)):
-        dominated = (s >= s[i]) & (a >= a[i]) & ((s > s[i]) | (a > a[i]))
+    alive = a > floor if floor is not None else np.ones(len(s), bool)
+    keep = alive.copy()
+    for i in np.flatnonzero(alive):
+        dominated = alive & (s >= s[i]) & (a >= a[i]) & ((s > s[i]) | (a > a[i]))
         keep[i] = not dominated.any()
     return keep
+
+
+COLLAPSE_FACTOR = 2.0  # a ticket no better than this many times chance accuracy is collapsed
+
+
+def collapse_floor(rows: pd.DataFrame) -> float | None:
+    """The accuracy (%) at or below which the panel's tickets count as collapsed: `COLLAPSE_FACTOR` x chance
+    (100 / num_classes); None for rows written before the num_classes column."""
+    classes = pd.to_numeric(rows["num_classes"], errors="coerce").max() if "num_classes" in rows else math.nan
+    return COLLAPSE_FACTOR * 100.0 / classes if classes == classes and classes > 0 else None
 
 
 def sparsity_at_accuracy(curve: pd.DataFrame, accuracy: float) -> float:

@@ -308,3 +308,47 @@ def test_layer_collapse_is_reported():
     mask = pruner.gated()[1]
     mask.freeze(torch.zeros_like(mask.final))
     assert pruner.report().collapsed == ["fc2"]
+
+
+def test_class_sample_draws_per_class_examples_fixed_by_the_seed():
+    from torch.utils.data import Subset, TensorDataset
+
+    from benchmarks.sample import class_sample
+
+    y = torch.arange(300) % 3
+    ds = TensorDataset(torch.arange(300).float().view(300, 1), y)
+    x, t = class_sample(ds, 10, seed=0)
+    assert torch.bincount(t).tolist() == [10, 10, 10] and torch.equal(x.flatten().long() % 3, t)  # inputs match labels
+    assert torch.equal(class_sample(ds, 10, seed=0)[0], x) and not torch.equal(class_sample(ds, 10, seed=1)[0], x)
+    sub = Subset(ds, list(range(0, 300, 50)))  # 2 per class: a class with fewer gives all of them
+    xs, ts = class_sample(sub, 10, seed=0)
+    assert sorted(xs.flatten().long().tolist()) == list(range(0, 300, 50)) and torch.bincount(ts).tolist() == [2, 2, 2]
+
+
+@pytest.mark.parametrize("name", ["snip", "grasp"])
+def test_data_driven_scores_use_one_fixed_class_sample_for_every_pass(name, mnist_data_root, tmp_path, monkeypatch):
+    """Issue 28, point 15: SNIP and GraSP score on 10 training examples of each class (100 on MNIST), and
+    GraSP's g and Hg see the same examples (before: g and Hg on two differently shuffled batches of 64)."""
+    import benchmarks.trainer as trainer
+    from benchmarks.cli import main
+
+    seen = []
+    real = trainer.CellRun.class_sample
+
+    def spy(self, per_class):
+        out = real(self, per_class)
+        seen.append(torch.cat([y for _, y in out]))
+        return out
+    monkeypatch.setattr(trainer.CellRun, "class_sample", spy)
+    criterion_labels = []
+    monkeypatch.setattr(trainer.nn, "CrossEntropyLoss", lambda: lambda out, y: criterion_labels.append(y.clone())
+                        or nn.functional.cross_entropy(out, y))
+    assert main(["run", "--methods", name, "--arch", "lenet300", "--dataset", "mnist", "--sparsity", "0.9",
+                 "--epochs", "1", "--train-size", "1000", "--no-progress", "--data-root", str(mnist_data_root),
+                 "--out", str(tmp_path / "r"), "--batch-size", "64"]) == 0
+    (labels,) = seen
+    assert torch.bincount(labels, minlength=10).tolist() == [10] * 10
+    passes = 1 if name == "snip" else 2  # GraSP: the gradient, then the Hessian-gradient product
+    scoring = criterion_labels[:2 * passes]  # the first criterion calls are the scores' (batches of 64 and 36)
+    assert [len(y) for y in scoring] == [64, 36] * passes
+    assert torch.equal(torch.cat(scoring), torch.cat([labels] * passes))

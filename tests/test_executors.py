@@ -78,3 +78,21 @@ def test_ray_cells_ask_for_a_gpu_and_its_share_of_cpus():
     assert ray_task_resources({"CPU": 64.0, "GPU": 8.0}, "cpu") == (1, 0)
     assert ray_task_resources({"CPU": 2.0, "GPU": 4.0}, "auto") == (1, 1)
     assert ray_task_resources({"CPU": 16.0}, "auto") == (1, 0)
+
+
+def test_a_ray_address_where_nothing_listens_is_one_line(tmp_path, capsys, monkeypatch):
+    """Issue 28, point 6: `--address 127.0.0.1:1` retried "Failed to connect to GCS" for ever; now a line
+    naming the address within the connect timeout, and no results folder."""
+    import time
+
+    import benchmarks.executors as executors
+
+    pytest.importorskip("ray")
+    monkeypatch.setattr(executors, "RAY_CONNECT_TIMEOUT", 2.0)
+    t0 = time.time()
+    code = main(["run", "--methods", "random", "--dataset", "synthetic", "--sparsity", "0.5", "--epochs", "1",
+                 "--no-progress", "--executor", "ray", "--address", "127.0.0.1:1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and time.time() - t0 < 30
+    assert err[-1].startswith("bench: error: cannot reach Ray at 127.0.0.1:1 within 2 s"), err
+    assert "Traceback" not in "\n".join(err) and not (tmp_path / "o").exists()

@@ -184,9 +184,73 @@ def test_slim_folds_a_removed_units_constant_into_linear_readers_only(tmp_path):
     assert (in_float64(out, x) - expected).abs().max() <= 1e-5
 
 
+def one_line(err: str, *parts: str) -> None:
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for part in parts:
+        assert part in err, err
+
+
 def test_export_errors_are_one_line(finished, capsys):
     out, _, _ = finished
     assert main(["export", str(out), "--cell", "zzzz"]) == 2
-    assert "no cell id starts with 'zzzz'" in capsys.readouterr().err
+    one_line(capsys.readouterr().err, "no cell id starts with 'zzzz'")
     assert main(["export", str(out.parent), "--cell", "a"]) == 2
-    assert "no plan.json" in capsys.readouterr().err
+    one_line(capsys.readouterr().err, "no plan.json")
+
+
+def corrupt_cases():
+    ones = torch.ones(300, 784, dtype=torch.bool)
+    return {
+        "masks-garbage": ("masks", b"V\x00\x01garbage", "not a readable masks file"),
+        "masks-wrong-keys": ("masks", {"layer1": ones}, "no mask of shape (300, 784) for layer fc1 (found nothing)"),
+        "masks-wrong-shape": ("masks", {"fc1": ones[:, :10], "fc2": ones, "fc3": ones},
+                              "no mask of shape (300, 784) for layer fc1 (found shape (300, 10))"),
+        "ticket-garbage": ("tickets", b"\x80\x02}q", "not a readable ticket file"),
+        "ticket-wrong-keys": ("tickets", {"weights": {}}, "not a ticket file of this suite"),
+        "ticket-wrong-shape": ("tickets", {"state": {"fc1.parametrizations.weight.original": torch.zeros(3, 3)},
+                                           "num_classes": 10, "input_shape": (1, 28, 28)}, "do not fit lenet300"),
+        "ticket-unknown-entry": ("tickets", {"state": {"conv9.weight": torch.zeros(3)}, "num_classes": 10,
+                                             "input_shape": (1, 28, 28)}, "entries lenet300 does not have (conv9.weight"),
+    }
+
+
+@pytest.mark.parametrize("case", list(corrupt_cases()))
+def test_a_corrupt_mask_or_ticket_file_is_one_line_and_left_untouched(finished, case, tmp_path, capsys):
+    """Issue 28, point 8: garbage, wrong keys or wrong shapes in masks/<cell>.pt or tickets/<cell>.pt give a
+    line naming the file (they gave `Unsupported operand 86`, `KeyError: 'fc1'`, a size mismatch)."""
+    import shutil
+
+    out, runs, _ = finished
+    folder = tmp_path / "o"
+    shutil.copytree(out, folder)
+    kind, content, message = corrupt_cases()[case]
+    cell = runs[runs.method == "magnitude"].iloc[0].cell
+    path = folder / kind / f"{cell}.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    before = path.read_bytes()
+    assert main(["export", str(folder), "--cell", cell[:8]]) == 2
+    one_line(capsys.readouterr().err, str(path), message)
+    assert path.read_bytes() == before and not (folder / "exports").exists()
+
+
+def test_ticket_metadata_states_its_preprocessing_and_numbers(finished, tmp_path):
+    """Issue 28, point 17: MNIST tickets expect (x / 255 - 0.1307) / 0.3081 on uint8 pixels, and applying it
+    to raw test images reproduces the row's accuracy; numeric metadata are numbers, empty ones None."""
+    out, runs, splits = finished
+    row = runs[runs.method == "edgepopup"].iloc[0]
+    path = tmp_path / "t.pt"
+    assert main(["export", str(out), "--cell", row.cell[:8], "--out", str(path)]) == 0
+    model = load_ticket(path)
+    meta = model.ticket_metadata
+    pre = meta["preprocessing"]
+    assert pre["formula"] == "(x / 255 - mean) / std" and pre["mean"] == [0.1307] and pre["std"] == [0.3081]
+    assert isinstance(meta["test_acc"], float) and meta["test_acc"] == row.test_acc
+    assert isinstance(meta["seed"], int) and meta["unit_sparsity"] is None
+    x, y = splits.test.tensors
+    mean, std = torch.tensor(pre["mean"]).view(1, -1, 1, 1), torch.tensor(pre["std"]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        acc = 100.0 * float((model((x.float() / 255 - mean) / std).argmax(1) == y).float().mean())
+    assert acc == pytest.approx(row.test_acc, abs=0.011)

@@ -229,14 +229,36 @@ def test_defaults_are_announced_and_summary_covers_this_command(finished, mnist_
 
 
 def test_long_cpu_cells_get_a_warning(finished, mnist_data_root, capsys, monkeypatch):
-    import benchmarks.sweep as sweep
+    import benchmarks.estimate as estimate
 
-    monkeypatch.setattr(sweep, "LONG_CPU_CELL_S", 0.0)
-    assert main(RUN + ["--data-root", str(mnist_data_root), "--out", str(finished), "--seeds", "1",
-                       "--device", "cpu"]) == 0
+    args = RUN + ["--data-root", str(mnist_data_root), "--out", str(finished), "--device", "cpu"]
+    assert main(args + ["--seeds", "2"]) == 0  # one epoch of lenet300: far below the default threshold
+    assert "warning" not in capsys.readouterr().err
+    monkeypatch.setattr(estimate, "LONG_CPU_CELL_S", 0.0)
+    assert main(args + ["--seeds", "1"]) == 0  # a one-shot cell without training: nothing to wait for
+    assert "warning" not in capsys.readouterr().err
+    assert main(args + ["--seeds", "1", "--methods", "edgepopup", "--train-size", "1000"]) == 0
     err = capsys.readouterr().err
-    assert "warning: on the CPU one training step of lenet300 on mnist takes about" in err
+    assert "warning: on the CPU one edgepopup cell of lenet300 on mnist (8 steps of batch 128) takes about" in err
     assert "--device cuda" in err and "--train-size" in err
+
+
+def test_the_cpu_estimate_counts_the_steps_a_cell_really_runs(mnist_data_root, tmp_path, capsys, monkeypatch):
+    """Issue 28, point 13: a batch larger than the data is one step per epoch, not batch/8 timed steps (it warned
+    19.9 h for a 1-s cell); IMP's rounds count (a 0.9 IMP cell runs 11 rounds of its epochs)."""
+    import benchmarks.estimate as estimate
+
+    monkeypatch.setattr(estimate, "LONG_CPU_CELL_S", 60.0)
+    assert main(RUN + ["--data-root", str(mnist_data_root), "--out", str(tmp_path / "r"), "--device", "cpu",
+                       "--train-size", "461", "--batch-size", "10000000"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    from benchmarks.spec import Cell
+
+    imp = Cell("imp", "lenet300", "mnist", 0.9, 0, regime="weak", epochs=2, train_epochs=3)
+    assert estimate.cell_epochs(imp, 10, (1, 28, 28)) == 11 * 2 + 3
+    assert estimate.cell_epochs(imp.replace(method="random"), 10, (1, 28, 28)) == 3  # one-shot, then training
+    per_example = estimate.seconds_per_example("lenet300", 10, (1, 28, 28), 128)
+    assert 0 < per_example < 0.01  # a LeNet step: microseconds per example
 
 
 # 12. listings
@@ -384,6 +406,8 @@ def test_an_unreadable_results_file_is_named_and_left_byte_for_byte(small_folder
     (["--methods", ""], "--methods is empty"),
     (["--arch", ""], "--arch is empty"),
     (["--sparsity", ""], "--sparsity is empty"),
+    (["--sparsity", ",".join(f"{i / 1000:.3f}" for i in range(1, 1000)), "--seeds", ",".join(map(str, range(1000)))],
+     "the sweep has up to 999,000 cells, more than the 100,000 one bench run plans"),  # point 5: was 90 s, 1.3 GB
 ])
 def test_late_failures_are_caught_before_any_cell(tmp_path, capsys, extra, message):
     args = ["run", "--methods", "edgepopup", "--dataset", "synthetic", "--epochs", "1", "--no-progress",

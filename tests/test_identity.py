@@ -49,8 +49,8 @@ def test_two_rows_differing_in_one_setting_are_two_series(tmp_path, column):
 
 
 def test_one_experiments_seeds_are_averaged_whatever_their_results():
-    """Seeds of one experiment stay one series even where a recorded result (hp_lambda_final) differs."""
-    rows = [row("a", 0, 90.0, hp_lambda_final=1.5), row("b", 1, 92.0, hp_lambda_final=2.5)]
+    """Seeds of one experiment stay one series even where a recorded protocol choice (hp_fill_used) differs."""
+    rows = [row("a", 0, 90.0, hp_fill_used=True), row("b", 1, 92.0, hp_fill_used=False)]
     summ = summarize(pd.DataFrame(rows))
     assert len(summ) == 1 and summ["mean"].iloc[0] == 91.0 and summ["series"].iloc[0] == "edgepopup"
 

@@ -72,6 +72,28 @@ def test_exclude_by_name_pattern():
     assert [n for n, _ in pruner.layers] == ["fc2", "fc3"]  # the classic nets' layers have names
 
 
+@pytest.mark.parametrize("regime,init,std", [("weak", "auto", math.sqrt(2 / 100)),
+                                             ("strong", "signed_constant", math.sqrt(2 / 100)),
+                                             ("strong", "scaled_signed_constant", math.sqrt(2 / 100))])
+def test_excluded_layers_get_the_requested_init_dense(regime, init, std):
+    """Issue 28, point 14: an excluded layer is drawn with the cell's --weight-init (at density 1: it is
+    dense), not left at PyTorch's default (fc3 std 0.055 where Kaiming-normal gives sqrt(2/100) = 0.141);
+    the masked layers' draws are those of the same cell without the exclusion."""
+    torch.manual_seed(0)
+    excluded = get_method("imp" if regime == "weak" else "edgepopup")(lenet(), 0.9, exclude=("fc3",),
+                                                                     weight_init=init, regime=regime)
+    torch.manual_seed(0)
+    plain = get_method("imp" if regime == "weak" else "edgepopup")(lenet(), 0.9, weight_init=init, regime=regime)
+    fc3 = excluded.model.fc3.weight
+    assert not parametrize.is_parametrized(excluded.model.fc3)
+    assert float(fc3.std()) == pytest.approx(std, rel=0.1)
+    if "signed_constant" in init:
+        assert torch.allclose(fc3.abs(), torch.full_like(fc3, std))  # dense: fan_in, not fan_in x density
+    for name in ("fc1", "fc2"):
+        assert torch.equal(getattr(excluded.model, name).parametrizations.weight.original,
+                           getattr(plain.model, name).parametrizations.weight.original)
+
+
 def test_banded_threshold_is_exact_along_a_random_walk():
     """The incremental k-th value equals a full selection every step, also after jumps that miss the band."""
     torch.manual_seed(0)

@@ -64,7 +64,7 @@ def test_schedules_warm_up_then_step_or_decay():
     (["--train-lr", "-1"], "lr must be >= 0"),
     (["--train-optimizer", "rmsprop"], "invalid choice"),
     (["--train-milestones", "0.5,2"], "milestones must be"),
-    (["--val-size", "1.5"], "val_size 1.5 is outside (0, 1)"),
+    (["--val-size", "1.5"], "val_size 1.5 is outside [0, 1)"),
 ])
 def test_bad_recipe_values_are_one_line(args, message, capsys, tmp_path):
     assert main(["run", "--methods", "dense", "--out", str(tmp_path / "o"), *args]) == 2
@@ -86,3 +86,32 @@ def test_val_size_is_a_flag_recorded_in_rows(tmp_path, mnist_data_root):
                  "--no-progress"]) == 0
     row = pd.read_csv(out / "runs.csv").iloc[0]
     assert row.val_size == 0.2 and row.train_size == 48000  # 60,000 MNIST training images, 20 % held out
+
+
+def test_val_size_zero_trains_on_everything_and_leaves_validation_empty(tmp_path, mnist_data_root, capsys):
+    """Issue 28, point 16: the papers' protocols train on all 60,000 images. The validation columns are gaps
+    (not zeros), the search's own sparsity before the projection is still measured, the folder resumes,
+    reports and lists; bench tune refuses (trials are scored on validation data only)."""
+    out = tmp_path / "o"
+    args = ["run", "--methods", "crbg", "--sparsity", "0.9", "--arch", "lenet300", "--dataset", "mnist",
+            "--epochs", "2", "--train-size", "6000", "--val-size", "0", "--data-root", str(mnist_data_root),
+            "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert "--val-size 0: every training example trains and none validates" in capsys.readouterr().err
+    raw = (out / "runs.csv").read_text().splitlines()
+    header, line = raw[0].split(","), raw[1].split(",")
+    assert line[header.index("val_acc")] == "" and line[header.index("val_acc_before_projection")] == ""
+    row = pd.read_csv(out / "runs.csv").iloc[0]
+    assert row.val_size == 0 and row.status == "ok" and row.test_acc > 50
+    assert abs(row.sparsity_before_projection - 0.9) < 0.05
+    assert pd.read_csv(out / "curves.csv").val_acc.isna().all()
+    from benchmarks.data import load_dataset
+
+    assert len(load_dataset("mnist", mnist_data_root, val_size=0.0).train) == 60000
+    assert main(args) == 0 and "1 already done" in capsys.readouterr().err  # the empty columns read back
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    code = main(["tune", "--methods", "crbg", "--sparsity", "0.9", "--arch", "lenet300", "--dataset", "mnist",
+                 "--val-size", "0", "--data-root", str(mnist_data_root), "--out", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--val-size 0 leaves none" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t").exists()

@@ -27,8 +27,8 @@ class NanPopup(METHODS["edgepopup"]):
 
     name = "nanpopup"
 
-    def loss(self, model, x, y, criterion):
-        return super().loss(model, x, y, criterion) * float("nan")
+    def task_loss(self, model, x, y, criterion):
+        return super().task_loss(model, x, y, criterion) * float("nan")
 
 
 def test_nan_cell_is_a_failed_row_and_the_sweep_goes_on(tmp_path, capsys, monkeypatch):
