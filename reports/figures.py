@@ -214,9 +214,10 @@ def training_curves(curves: pd.DataFrame, palette: Palette, out: Path, stem: str
             axes[1, j].axhline(t, color="0.5", ls=":", lw=0.8)
             axes[0, j].set_title(f"target {t:g}")
             axes[1, j].set_xlabel("epoch")
-            axes[1, j].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # whole epochs
-        if curves["epoch"].max() == 1:  # one epoch: a point, not an axis from 0.95 to 1.05
-            axes[1, 0].set_xlim(0.5, 1.5)
+        last = int(curves["epoch"].max())  # whole epochs on the axis (one epoch: a point, not 0.95 to 1.05)
+        axes[1, 0].xaxis.set_major_locator(matplotlib.ticker.FixedLocator(range(1, last + 1)) if last <= 10
+                                           else matplotlib.ticker.MaxNLocator(integer=True))
+        axes[1, 0].set_xlim(0.5, last + 0.5)
         axes[0, 0].set_ylabel("val accuracy (%)")
         axes[1, 0].set_ylabel("sparsity")
         axes[0, -1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7)

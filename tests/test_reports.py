@@ -345,3 +345,56 @@ def test_report_over_two_folders_with_missing_failed_and_duplicate_cells(tmp_pat
     assert "4 grid points have no finished row" in index and "| crbg | 0.9 | 1 | failed |" in index.replace("0.90", "0.9")
     md = (out / "table_mnist_lenet300_strong.md").read_text()
     assert "| cts | 90.00 ± 0.00 | – |" in md  # a target without any finished seed: a dash, never a zero
+
+
+def test_figures_read_as_a_reader_needs(tmp_path, monkeypatch):
+    """Issue 28, point 19, on a one-epoch, one-target-per-series report with a collapsed ticket: every figure has
+    its panel's title; the cost axes carry a few distinct round labels and no minor ones (they overlapped);
+    a one-epoch curve sits on the tick 1 (the axis was 0.95-1.05); the collapsed ticket (9.8 % on 10 classes)
+    is ringed on no Pareto front though it is the sparsest and cheapest; index.html renders the Markdown."""
+    figs = {}
+    real_save = figures.save
+
+    def keep(fig, out, stem):
+        figs[stem.split("_mnist")[0]] = {
+            "titles": [ax.get_title() for ax in fig.axes] + [fig._suptitle.get_text() if fig._suptitle else ""],
+            "xlabels": [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes],
+            "minor": [[t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()] for ax in fig.axes],
+            "xlim": [ax.get_xlim() for ax in fig.axes],
+            "rings": [[(x, y) for line in ax.get_lines() if line.get_label() == "Pareto front"
+                       for x, y in zip(line.get_xdata(), line.get_ydata())] for ax in fig.axes]}
+        return real_save(fig, out, stem)
+
+    monkeypatch.setattr(figures, "save", keep)
+    rows = []
+    for m, t, acc in (("crbg", 0.85, 95.0), ("crbg", 0.99, 9.8), ("edgepopup", 0.9, 94.0)):
+        rows.append({**run_row(m, t, 0, acc), "num_classes": 10, "flops": round(266200 * (1 - t)),
+                     "flops_dense": 266200, "bytes_ticket": round(33275 * (1 - t)) + 8, "bytes_dense": 1064800})
+    folder = fake_results(tmp_path / "res", rows)
+    curves = pd.read_csv(folder / "curves.csv")
+    curves[curves.epoch == 1].to_csv(folder / "curves.csv", index=False)  # a one-epoch run
+    out = tmp_path / "rep"
+    assert main(["report", str(folder), "--out", str(out)]) == 0
+    title = "lenet300 on mnist, strong regime"
+    for name in ("acc_vs_sparsity", "cost", "layers", "curves"):
+        assert any(title in t for t in figs[name]["titles"]), (name, figs[name]["titles"])
+    for labels, minor in zip(figs["cost"]["xlabels"], figs["cost"]["minor"]):
+        shown = [label for label in labels if label]
+        assert 2 <= len(shown) <= 6 and len(set(shown)) == len(shown) and not minor, labels
+    assert figs["curves"]["xlabels"][-1] == ["1"] and figs["curves"]["xlim"][-1] == (0.5, 1.5)
+    assert all(y > 20 for ax in figs["acc_vs_sparsity"]["rings"] + figs["cost"]["rings"] for _, y in ax)
+    assert any(y == 95.0 for ax in figs["acc_vs_sparsity"]["rings"] for _, y in ax)
+    page = (out / "index.html").read_text()
+    assert "<pre>" not in page and "| ---" not in page and "`" not in page
+    assert page.count("<table>") >= 2 and "<code>--measure-latency</code>" in page
+    assert "none at or below 20 % (2x chance: a collapsed ticket)" in (out / "index.md").read_text()
+
+
+def test_the_front_leaves_out_collapsed_tickets():
+    from reports.stats import collapse_floor
+
+    s, a = np.array([0.5, 0.9, 0.99]), np.array([96.0, 95.0, 9.8])
+    assert list(pareto_mask(s, a)) == [True, True, True]
+    assert list(pareto_mask(s, a, floor=20.0)) == [True, True, False]
+    assert collapse_floor(pd.DataFrame({"num_classes": [100, 100]})) == pytest.approx(2.0)
+    assert collapse_floor(pd.DataFrame({"test_acc": [1.0]})) is None  # rows before the column: no floor
