@@ -26,8 +26,17 @@ def test_penalty_methods_reach_their_target_before_the_projection(mnist_data_roo
         assert row.sparsity == pytest.approx(0.9, abs=1e-3)
 
 
-def test_train_size_is_a_fixed_subset_recorded_and_part_of_the_cell(mnist_data_root, tmp_path, capsys):
+def test_train_size_is_a_fixed_subset_recorded_and_part_of_the_cell(mnist_data_root, tmp_path, capsys, monkeypatch):
+    import benchmarks.trainer as trainer
     from benchmarks.data import load_dataset
+
+    seen = []  # what the runner trains on: the examples it was given and the steps of an epoch
+    real_init = trainer.CellRun.__init__
+
+    def spy(self, pruner, splits, *args, **kwargs):
+        real_init(self, pruner, splits, *args, **kwargs)
+        seen.append((len(splits.train), self.steps_per_epoch))
+    monkeypatch.setattr(trainer.CellRun, "__init__", spy)
 
     splits = load_dataset("mnist", mnist_data_root)
     a, b = splits.with_train_size(100), splits.with_train_size(100)
@@ -39,6 +48,7 @@ def test_train_size_is_a_fixed_subset_recorded_and_part_of_the_cell(mnist_data_r
     assert main(base + ["--train-size", "256"]) == 0
     runs = pd.read_csv(out / "runs.csv")
     assert (runs.train_size == 256).all() and len(runs) == 2
+    assert seen == [(256, 2), (256, 2)]  # 256 examples at batch 128, both seeds
     assert main(base + ["--train-size", "512"]) == 0  # another size: other cells beside them
     runs = pd.read_csv(out / "runs.csv")
     assert sorted(runs.train_size) == [256, 256, 512, 512] and runs.cell.is_unique

@@ -38,7 +38,10 @@ def test_weak_ticket_stores_its_kept_weights_and_conv_macs_follow_the_counter():
     p = pruner("magnitude", "lenet300", (1, 28, 28), 0.5, regime="weak")
     p.prepare(None)
     cost, _ = ticket_cost(p, (1, 28, 28), p.report(), p.masks())
-    assert cost["bytes_ticket"] > 4 * p.report().kept
+    bits = np.concatenate([m.flatten().numpy() for m in p.masks().values()]).astype(np.uint8)
+    packed = len(lzma.compress(np.packbits(bits).tobytes(), preset=9 | lzma.PRESET_EXTREME))
+    unmasked = sum(t.numel() for n, t in p.model.named_parameters() if "parametrizations" not in n)  # lenet300: 0
+    assert cost["bytes_ticket"] == 4 * p.report().kept + packed + 4 * unmasked  # kept weights, not all of them
     r = pruner("random", "resnet20", (3, 32, 32), 0.5)
     r.prepare(None)
     cost, layers = ticket_cost(r, (3, 32, 32), r.report(), r.masks())
@@ -72,6 +75,34 @@ def test_deployable_forms_compute_the_ticket_and_leave_the_pruner_intact():
     assert int((p.model.fc1.weight != 0).sum()) == int(p.masks()["fc1"].sum())
 
 
+def test_latency_is_the_median_of_the_timed_repeats_after_three_warm_ups(monkeypatch):
+    """Each form at each batch size: three warm-up passes (the clock read once, nothing kept), then 30 timed
+    passes whose median, in ms, is the column."""
+    import statistics
+
+    import benchmarks.cost as cost
+
+    p = pruner("edgepopup", "lenet300", (1, 28, 28), 0.9)
+    forms = len(deployable_forms(p, (1, 28, 28)))
+    reads, timed = [], []
+    real_clock, real_median = cost.time.perf_counter, statistics.median
+
+    def clock():
+        reads.append(1)
+        return real_clock()
+
+    def median(values):
+        timed.append(list(values))
+        return real_median(values)
+    monkeypatch.setattr(cost.time, "perf_counter", clock)
+    monkeypatch.setattr(cost.statistics, "median", median)
+    out = cost.latency(p, (1, 28, 28), batches=(1, 4))
+    assert len(reads) == 2 * forms * (3 + 2 * 30)  # two batch sizes; warm-ups read the clock once, timed twice
+    assert len(timed) == 2 * forms and all(len(t) == 30 for t in timed)
+    columns = [out[f"latency_ms_{name}_b{b}"] for b in (1, 4) for name in ("dense", "masked", "csr")]
+    assert columns == [round(1e3 * real_median(t), 4) for t in timed]
+
+
 def test_measure_latency_fills_its_columns(tmp_path, mnist_data_root):
     from benchmarks.cli import main
     import pandas as pd
@@ -98,3 +129,8 @@ def test_a_structured_ticket_is_timed_slimmed_too(tmp_path, mnist_data_root):
                  "--data-root", str(mnist_data_root), "--out", str(out), "--no-progress"]) == 0
     row = pd.read_csv(out / "runs.csv").iloc[0]
     assert 0 < row.latency_ms_slim_b1 < 1000 and 0 < row.latency_ms_slim_b64 < 1000
+    p = pruner("crbg", "lenet300", (1, 28, 28), 0.5, granularity="structured")
+    p.project_global(0.5)
+    forms = deployable_forms(p, (1, 28, 28))
+    count = {name: sum(t.numel() for t in m.parameters()) for name, m in forms.items()}
+    assert count["slim"] < 0.6 * count["masked"] and count["masked"] == count["dense"]  # the units are gone

@@ -148,6 +148,13 @@ def test_cifar_in_torchvision_format_runs_a_cell_end_to_end(tmp_path, name, monk
     assert s.input_shape == (3, 32, 32) and s.num_classes == (10 if name == "cifar10" else 100)
     assert (len(s.train), len(s.val), len(s.test)) == (90, 10, 40)
     assert s.train.tensors[0].dtype == torch.uint8 and s.augment is not None
+    import pickle
+
+    folder = tmp_path / "data" / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    raw = pickle.loads((folder / ("test_batch" if name == "cifar10" else "test")).read_bytes())
+    x, y = s.test.tensors  # rows of 1024 red, 1024 green, 1024 blue values: channels first, row-major
+    assert torch.equal(x, torch.as_tensor(raw["data"]).view(-1, 3, 32, 32))
+    assert y.tolist() == raw["labels" if name == "cifar10" else "fine_labels"]
     out = tmp_path / "res"
     assert main(["run", "--methods", "edgepopup", "--arch", "conv2", "--dataset", name, "--epochs", "1",
                  "--sparsity", "0.5", "--data-root", str(tmp_path / "data"), "--out", str(out), "--no-download",
@@ -169,6 +176,10 @@ def test_imagenet_folder_runs_timm_transformers_at_their_input_size(tmp_path, ar
             folder.mkdir(parents=True)
             for i in range(n):
                 Image.new("RGB", (64 + 8 * i, 48), (c * 200, i * 30, 0)).save(folder / f"{i}.JPEG")
+    s = load_dataset("imagenet", tmp_path, download=False)
+    assert s.num_classes == 2 and s.input_shape == (3, 224, 224) and (len(s.train) + len(s.val), len(s.test)) == (12, 4)
+    x, y = s.test[0]
+    assert tuple(x.shape) == (3, 224, 224) and y in (0, 1)
     out = tmp_path / "res"
     assert main(["run", "--methods", "edgepopup", "--arch", arch, "--dataset", "imagenet", "--epochs", "1",
                  "--batch-size", "4", "--sparsity", "0.5", "--data-root", str(tmp_path), "--out", str(out),

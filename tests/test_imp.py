@@ -68,7 +68,7 @@ def test_imp_end_to_end_prunes_each_round_and_trains_the_rewound_ticket(mnist_da
 
 
 @pytest.mark.parametrize("arch,shape", [("conv2", (3, 32, 32)), ("resnet20", (3, 32, 32))])
-def test_imp_on_conv_nets_trains_prunes_and_lands_on_the_target(arch, shape):
+def test_imp_on_conv_nets_trains_prunes_and_lands_on_the_target(arch, shape, monkeypatch):
     """Two rounds on a conv net with BatchNorm (resnet20): the weights train in each round, the ticket is at
     exactly the target, and the surviving weights are rewound to the rewind point before the last training."""
     from benchmarks.spec import Cell
@@ -81,9 +81,23 @@ def test_imp_on_conv_nets_trains_prunes_and_lands_on_the_target(arch, shape):
                 batch_size=16)
     imp = build_pruner(cell, splits)
     init = {k: v.clone() for k, v in imp.weight_state().items()}
+    import benchmarks.trainer as trainer
+
+    entering = {}  # the weights as the final training starts
+    real = trainer.CellRun.train_weights
+
+    def spy(self, epochs, phase="train"):
+        if phase == "train":
+            entering.update({k: v.clone() for k, v in self.pruner.weight_state().items()})
+        return real(self, epochs, phase)
+    monkeypatch.setattr(trainer.CellRun, "train_weights", spy)
     result = train(imp, splits, epochs=2, batch_size=16, device=torch.device("cpu"), seed=0, progress=False,
                    train_epochs=1)
     assert imp.rounds == 2 and result.search_epochs == 4 and imp.report().sparsity == pytest.approx(0.36, abs=1e-3)
     rewind = imp.rewind_state()
     moved = [k for k in rewind if k.endswith("original") and not torch.equal(rewind[k], init[k])]
     assert moved  # the rewind point is after epoch 1 of training, not the initialisation
+    assert entering and set(rewind) <= set(entering)
+    assert all(torch.equal(entering[k], rewind[k]) for k in rewind)  # the last training starts from it
+    trained = imp.weight_state()
+    assert any(not torch.equal(trained[k], rewind[k]) for k in rewind if k.endswith("original"))

@@ -27,6 +27,9 @@ def normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
+SEARCH_DONE = 4 / 10  # the fused-gradient test's point in the search: after step 3 (from 0) of 10
+
+
 def spec_penalty(pruner, penalty) -> torch.Tensor:
     """The penalty as the specs write it, differentiable by autograd (the methods add its gradient
     analytically in their masks' `mask_grad`)."""
@@ -34,9 +37,8 @@ def spec_penalty(pruner, penalty) -> torch.Tensor:
         gates, s = [m.mu for m in pruner.gated()], pruner.hp.sigma
         n = sum(g.numel() for g in gates)
         sparse = pruner.lam * sum(normal_cdf(mu / s).sum() for mu in gates) / n
-        t = pruner.gated()[0].decide_scale * n * s * math.sqrt(2 * math.pi) / max(pruner.decide, 1e-30)  # t^2
         undecided = sum((normal_cdf((1 - mu) / s) - normal_cdf(-mu / s)).sum() for mu in gates) / n  # P(0 < z < 1)
-        return sparse + pruner.decide * t * undecided
+        return sparse + pruner.decide * SEARCH_DONE**2 * undecided  # the ramp t^2, t the fraction of the search
     if pruner.name == "cs":
         masks = pruner.gated()
         soft = [torch.sigmoid(m.beta * m.s) for m in masks]
@@ -254,7 +256,7 @@ def test_fused_masked_weight_matches_autograd_on_the_reference_mask(name, granul
     model = build_model("conv2", 10, (3, 32, 32))
     pruner = get_method(name)(model, 0.8, granularity, get_method(name).Hparams(**hp), regime=regime)
     pruner.optimizer(10)
-    pruner.on_step(3)  # CS: a temperature other than 1; CRBG induce-decision: its weight at t = 0.4
+    pruner.on_step(3)  # CS: a temperature other than 1; CRBG induce-decision: its weight at t = SEARCH_DONE
     if hasattr(pruner, "control"):  # CRBG, CS: a penalty gradient as large as the task's
         pruner.control.log_lam.fill_(5.0)
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))

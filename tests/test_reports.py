@@ -92,7 +92,7 @@ def test_sparsity_at_equal_accuracy_interpolates_never_extrapolates():
 
 
 def test_bench_report_writes_every_item(tmp_path, capsys):
-    rows = [run_row(m, t, s, acc) for m, base in (("crbg", 97.0), ("edgepopup", 96.0))
+    rows = [run_row(m, t, s, acc) for m, base in (("crbg", 97.0), ("edgepopup", 96.0), ("cs", 95.0))
             for t, drop in ((0.5, 0.0), (0.8, 1.0), (0.9, 3.0)) for s, acc in ((0, base - drop), (1, base - drop + 0.4))]
     folder = fake_results(tmp_path / "res", rows)
     out = tmp_path / "rep"
@@ -110,7 +110,13 @@ def test_bench_report_writes_every_item(tmp_path, capsys):
     assert "None: every series" in index
     assert "both ways against crbg" in index and "| edgepopup | crbg |" in index and "| crbg | edgepopup |" in index
     assert main(["report", str(folder), "--out", str(tmp_path / "rep2"), "--reference", "edgepopup"]) == 0
-    assert "both ways against edgepopup" in (tmp_path / "rep2" / "index.md").read_text()
+    for rep, ref in ((out, "crbg"), (tmp_path / "rep2", "edgepopup")):
+        text = (rep / "index.md").read_text()
+        assert f"both ways against {ref}" in text
+        claims = text.split(f"both ways against {ref}")[1].split("\n\n", 2)[1]  # the table after the sentence
+        pairs = [line.split("|")[1:3] for line in claims.splitlines()[2:] if line.startswith("|")]
+        assert len(pairs) == 2 * 2 * 3  # both directions, two other methods, three targets
+        assert all(ref in (m.strip(), r.strip()) for m, r in pairs), pairs  # every claim involves the reference
 
 
 @pytest.mark.parametrize("damage,message", [

@@ -61,7 +61,16 @@ def test_pareto_objective(tmp_path, capsys):
     out = tmp_path / "p"
     assert main(TUNE + ["--trials", "3", "--budget-epochs", "1", "--objective", "pareto", "--out", str(out)]) == 0
     study = optuna.load_study(study_name="crbg_lenet300_synthetic_0.8_pareto_batch_size=64", storage=f"sqlite:///{out / 'tune.db'}")
-    assert len(study.directions) == 2 and len(study.best_trials) >= 1
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE] * 2 and len(study.best_trials) >= 1
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 3
+    import re
+
+    printed = {int(n): (float(v), float(sp)) for n, v, sp in
+               re.findall(r"^trial (\d+): val ([\d.]+)% sparsity ([\d.]+)", capsys.readouterr().out, re.M)}
+    for t in done:  # each trial's objective values are its cell's (validation accuracy, achieved sparsity)
+        assert (round(t.values[0], 2), round(t.values[1], 4)) == printed[t.number]
+        assert t.values[1] == t.user_attrs["sparsity"] and 0 <= t.values[1] <= 1
     assert yaml.safe_load((out / "best.yaml").read_text())["hparams"]["crbg"]["target_mode"] == "none"
     assert main(["tune", "--method", "edgepopup", "--dataset", "synthetic", "--objective", "pareto",
                  "--out", str(tmp_path / "e")]) == 2

@@ -69,7 +69,10 @@ def test_prelu_replaces_every_relu_module_and_is_recorded(tmp_path, mnist_data_r
     assert row.activation == "prelu" and row.status == "ok"
     # the structured accounting still follows the chain through PReLU: fc2's columns of closed fc1 units count
     layers = pd.read_csv(out / "layers.csv").set_index("layer")
-    assert layers.loc["fc2", "kept"] < 100 * 300 * (1 - layers.loc["fc2", "sparsity"]) + 1
+    masks = torch.load(out / "masks" / f"{row.cell}.pt", weights_only=True)
+    alive1, alive2 = int(masks["fc1"].any(1).sum()), int(masks["fc2"].any(1).sum())
+    assert 0 < alive1 < 300 and 0 < alive2 < 100
+    assert layers.loc["fc2", "kept"] == alive2 * alive1 and layers.loc["fc3", "kept"] == 10 * alive2
     assert row.sparsity > row.unit_sparsity * 0.9
 
 
