@@ -53,9 +53,8 @@ def warn_long_cpu_cells(cells: list[Cell], splits_of: Callable[[Cell], Splits]) 
                                                     key=lambda c: (c.arch, c.dataset)):
         group = list(group)
         longest: dict[str, Cell] = {}  # per method, its cell of most epochs: one pruner built per method
-        for c in group:
-            if c.method not in longest or c.epochs + c.train_epochs > longest[c.method].epochs + longest[c.method].train_epochs:
-                longest[c.method] = c
+        for c in sorted(group, key=lambda c: c.epochs + c.train_epochs):
+            longest[c.method] = c
         estimates = []
         for c in longest.values():
             splits = splits_of(c)
