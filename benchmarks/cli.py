@@ -52,6 +52,9 @@ def make_parser(command: str | None = "run") -> argparse.ArgumentParser:
     run.add_argument("--executor", default="local", choices=["local", "ray"],
                      help="local (default) or ray: each cell a Ray task, results written here by the driver")
     run.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    run.add_argument("--gpus-per-cell", dest="gpus_per_cell", type=float, default=1.0,
+                     help="with --executor ray: the fraction of a GPU each cell asks for (default 1; 0.25 runs four "
+                          "cells per GPU, for small models that leave a GPU mostly idle; no memory limit is enforced)")
     run.add_argument("--rerun-failed", dest="rerun_failed", action="store_true",
                      help="also run cells whose earlier run failed (finished cells are always skipped)")
     run.add_argument("--force", action="store_true", help="recompute every cell, finished ones included")
@@ -153,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = args.progress and sys.stderr.isatty()  # bars on a terminal; one line per cell in logs
     out, rows = run_sweep(spec, progress=progress, download=args.download, rerun_failed=args.rerun_failed,
                           force=args.force, workers=args.workers, executor=args.executor, address=args.address,
-                          notes=implicit)
+                          notes=implicit, gpus_per_cell=args.gpus_per_cell)
     print(summary_table(out, {c.id for c in spec.cells()}))
     failed = [r for r in rows if r["status"] != "ok"]
     for r in failed:

@@ -156,14 +156,15 @@ def _threaded_job(cell: Cell, job: Job, threads: int) -> CellResult:
     return run_job(cell, job)
 
 
-def ray_task_resources(cluster: dict[str, float], device: str) -> tuple[int, int]:
-    """(CPUs, GPUs) a cell's Ray task asks for: one GPU and the cluster's CPUs per GPU where there are GPUs
-    (Ray gives a task as many threads as CPUs, and a GPU cell needs them to decode folder datasets), else
-    one CPU."""
+def ray_task_resources(cluster: dict[str, float], device: str, gpus_per_cell: float = 1.0) -> tuple[int, float]:
+    """(CPUs, GPUs) a cell's Ray task asks for: `gpus_per_cell` of a GPU (1: a whole one; 0.25: four cells share
+    each GPU) and the cluster's CPUs divided among the cells that run at once, where there are GPUs (Ray gives
+    a task as many threads as CPUs, and a GPU cell needs them to decode folder datasets), else one CPU."""
     gpus = int(cluster.get("GPU", 0)) if device in ("auto", "cuda") else 0
     if gpus == 0:
         return 1, 0
-    return max(1, int(cluster.get("CPU", 1)) // gpus), 1
+    at_once = max(1, round(gpus / gpus_per_cell))
+    return max(1, int(cluster.get("CPU", 1)) // at_once), gpus_per_cell
 
 
 RAY_CONNECT_TIMEOUT = 10.0  # seconds to reach a Ray cluster's address (ray.init itself retries for ever)
@@ -183,7 +184,7 @@ def reachable(address: str) -> None:
 
 
 def run_ray(cells: list[Cell], job: Job, started: Started, address: str | None,
-            retries: int = 3) -> Finished:
+            retries: int = 3, gpus_per_cell: float = 1.0) -> Finished:
     """Each cell is a Ray task (1 CPU; with GPUs, 1 GPU and its share of CPUs); a task whose worker dies is
     retried up to `retries` times. Results flow back here, to the driver."""
     try:
@@ -197,7 +198,7 @@ def run_ray(cells: list[Cell], job: Job, started: Started, address: str | None,
         except Exception as e:
             raise UserError(f"cannot connect to Ray at {address or 'a new local cluster'}: "
                             f"{str(e).splitlines()[0]}") from None
-    cpus, gpus = ray_task_resources(ray.cluster_resources(), job.device)
+    cpus, gpus = ray_task_resources(ray.cluster_resources(), job.device, gpus_per_cell)
     cpus = job.threads or cpus
     remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(_threaded_job)
     yield from dispatch(cells, job, started, lambda cell: remote.remote(cell, job, cpus),

@@ -93,7 +93,8 @@ def output_dir(spec: SweepSpec) -> Path:
 
 def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rerun_failed: bool = False,
               force: bool = False, workers: int = 1, executor: str = "local",
-              address: str | None = None, notes: list[str] = ()) -> tuple[Path, list[dict[str, Any]]]:
+              address: str | None = None, notes: list[str] = (),
+              gpus_per_cell: float = 1.0) -> tuple[Path, list[dict[str, Any]]]:
     """Run every cell of `spec` not already finished in the output folder (failed ones too with
     `rerun_failed`, every one with `force`) on the chosen executor; return the folder and the new rows.
     `notes` are logged once the input has been checked (e.g. which defaults the command line filled in)."""
@@ -105,6 +106,11 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
         raise UserError(f"--workers must be at least 1, got {workers}")
     if executor not in executors.EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; choose from {', '.join(executors.EXECUTORS)}")
+    if not 0 < gpus_per_cell <= 1:
+        raise UserError(f"--gpus-per-cell must be in (0, 1], got {gpus_per_cell:g} (a cell runs on one GPU)")
+    if gpus_per_cell != 1 and executor != "ray":
+        raise UserError("--gpus-per-cell is for --executor ray; on one machine --workers N shares the GPUs "
+                        "round-robin when N exceeds them")
     check_spec(spec, device)
     if executor == "ray" and address:  # ray.init would retry an unreachable address for ever
         executors.reachable(address)
@@ -128,13 +134,13 @@ def run_sweep(spec: SweepSpec, progress: bool = True, download: bool = True, rer
         log(f"bench: {note}")
     with FolderLock(out):
         rows = _run_locked(spec, cells, out, progress, download, rerun_failed, force, workers, executor, address,
-                           device)
+                           device, gpus_per_cell)
     return out, rows
 
 
 def _run_locked(spec: SweepSpec, cells: list[Cell], out: Path, progress: bool, download: bool, rerun_failed: bool,
                 force: bool, workers: int, executor: str, address: str | None,
-                device: torch.device) -> list[dict[str, Any]]:
+                device: torch.device, gpus_per_cell: float) -> list[dict[str, Any]]:
     """`run_sweep` once this process holds the output folder: plan, run the cells, write their rows."""
     check_readable(out)  # nothing below rewrites a file it could not read
     for name in (RUNS, CURVES, LAYERS):  # a run killed mid-write may have left a partial last line
@@ -177,7 +183,7 @@ def _run_locked(spec: SweepSpec, cells: list[Cell], out: Path, progress: bool, d
         mark_running(out, cell, True)
 
     if executor == "ray":
-        results = executors.run_ray(todo, job, started, address)
+        results = executors.run_ray(todo, job, started, address, gpus_per_cell=gpus_per_cell)
     elif workers > 1:
         results = executors.run_pool(todo, job, started, workers)
     else:

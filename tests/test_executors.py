@@ -78,6 +78,22 @@ def test_ray_cells_ask_for_a_gpu_and_its_share_of_cpus():
     assert ray_task_resources({"CPU": 64.0, "GPU": 8.0}, "cpu") == (1, 0)
     assert ray_task_resources({"CPU": 2.0, "GPU": 4.0}, "auto") == (1, 1)
     assert ray_task_resources({"CPU": 16.0}, "auto") == (1, 0)
+    # issue 30, point 5: a fraction of a GPU per cell, the CPUs shared among the cells that run at once
+    assert ray_task_resources({"CPU": 64.0, "GPU": 8.0}, "auto", 0.25) == (2, 0.25)  # 32 cells at once
+    assert ray_task_resources({"CPU": 16.0, "GPU": 1.0}, "cuda", 0.5) == (8, 0.5)
+    assert ray_task_resources({"CPU": 16.0, "GPU": 1.0}, "cpu", 0.5) == (1, 0)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--executor", "ray", "--gpus-per-cell", "0"], "--gpus-per-cell must be in (0, 1], got 0"),
+    (["--executor", "ray", "--gpus-per-cell", "2"], "--gpus-per-cell must be in (0, 1], got 2"),
+    (["--gpus-per-cell", "0.5"], "--gpus-per-cell is for --executor ray"),
+])
+def test_bad_gpus_per_cell_is_one_line(extra, message, tmp_path, capsys):
+    code = main(["run", "--methods", "random", "--dataset", "synthetic", "--sparsity", "0.5", "--epochs", "1",
+                 "--no-progress", "--out", str(tmp_path / "o"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0] and not (tmp_path / "o").exists()
 
 
 def test_a_ray_address_where_nothing_listens_is_one_line(tmp_path, capsys, monkeypatch):
@@ -96,3 +112,19 @@ def test_a_ray_address_where_nothing_listens_is_one_line(tmp_path, capsys, monke
     assert code == 2 and time.time() - t0 < 30
     assert err[-1].startswith("bench: error: cannot reach Ray at 127.0.0.1:1 within 2 s"), err
     assert "Traceback" not in "\n".join(err) and not (tmp_path / "o").exists()
+
+
+def test_gpus_per_cell_reaches_the_ray_executor(tmp_path, monkeypatch, capsys):
+    import benchmarks.executors as executors
+    from benchmarks.errors import UserError
+
+    seen = []
+
+    def spy(cells, job, started, address, retries=3, gpus_per_cell=1.0):
+        seen.append(gpus_per_cell)
+        raise UserError("stopped by the test")
+        yield  # a generator, as run_ray is
+    monkeypatch.setattr(executors, "run_ray", spy)
+    assert main(["run", "--methods", "random", "--dataset", "synthetic", "--sparsity", "0.5", "--epochs", "1",
+                 "--no-progress", "--executor", "ray", "--gpus-per-cell", "0.25", "--out", str(tmp_path / "o")]) == 2
+    assert seen == [0.25] and "stopped by the test" in capsys.readouterr().err
