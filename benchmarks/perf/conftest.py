@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 
 MEDIANS: dict[tuple[str, int, str], tuple[float, float]] = {}  # (arch, batch, method) -> (s/step, paired dense s/step)
@@ -21,6 +25,10 @@ def medians_memory() -> dict[tuple[str, int, str], dict[str, float]]:
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not MEDIANS:
         return
+    if os.environ.get("PERF_TABLE_JSON"):  # for `benchmarks.perf.gpu_check`
+        Path(os.environ["PERF_TABLE_JSON"]).write_text(json.dumps(
+            [{"arch": a, "batch": b, "method": m, "ms": s * 1e3, "dense_ms": d * 1e3, "ratio": s / d}
+             for (a, b, m), (s, d) in sorted(MEDIANS.items())]))
     tr = terminalreporter
     tr.section("search step / dense step (paired medians of wall time; training-state memory)")
     tr.write_line(f"{'arch':<10} {'batch':>5} {'method':<10} {'ms':>9} {'dense ms':>9} {'ratio':>7} "
