@@ -23,14 +23,25 @@ STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fonts
          "pdf.fonttype": 42}
 
 
-# Fixed slots, so a method keeps its colour and marker in every report whatever else is in it.
-KNOWN_SERIES = ("crbg", "edgepopup", "cs", "cts", "dense", "random", "magnitude", "snip", "grasp", "synflow")
+# The first slots keep the colours reports have always given these methods; every other registered method
+# follows in registration order, so a method keeps its colour and marker in every report whatever else is in it.
+FIRST_SLOTS = ("crbg", "edgepopup", "cs", "cts", "dense", "random", "magnitude", "snip", "grasp", "synflow")
+
+
+def method_slot(base: str) -> int:
+    """A method's palette slot: its place in `FIRST_SLOTS` then the method registry (no two registered methods
+    share one); a name the registry does not know gets one past them from a stable hash of the name."""
+    from methods import METHODS
+
+    order = list(dict.fromkeys([*FIRST_SLOTS, *METHODS]))
+    return order.index(base) if base in order else len(order) + zlib.crc32(base.encode()) % len(MARKERS)
 
 
 class Palette:
     """A colour-blind-safe colour and a marker per series, fixed by the method's name (not by which series a
-    report happens to hold): a method's variants ("crbg (tuned)", "crbg [random]") share its colour and
-    take other markers; an unknown method gets a slot from a stable hash of its name."""
+    report happens to hold): slot s has colour s mod 10 and marker s + s // 10, so the registered methods'
+    (colour, marker) pairs are all different; a method's variants ("crbg (tuned)", "crbg [random]") share its
+    colour and take other markers."""
 
     def __init__(self, names: list[str]) -> None:
         colors = sns.color_palette("colorblind", 10)
@@ -38,10 +49,10 @@ class Palette:
         self.marker: dict[str, str] = {}
         for name in names:
             base = name.split(" ")[0]
-            slot = KNOWN_SERIES.index(base) if base in KNOWN_SERIES else zlib.crc32(base.encode()) % len(colors)
+            slot = method_slot(base)
             variant = 0 if name == base else 1 + zlib.crc32(name.encode()) % (len(MARKERS) - 1)
             self.color[name] = colors[slot % len(colors)]
-            self.marker[name] = MARKERS[(slot + variant) % len(MARKERS)]
+            self.marker[name] = MARKERS[(slot + slot // len(colors) + variant) % len(MARKERS)]
 
 
 def save(fig: plt.Figure, out: Path, stem: str) -> list[Path]:

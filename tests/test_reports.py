@@ -257,6 +257,12 @@ def test_palette_is_fixed_per_method_name_and_intervals_stay_within_0_100():
     one, other = figures.Palette(["crbg", "edgepopup"]), figures.Palette(["cts", "zzz", "edgepopup", "crbg (tuned)"])
     assert one.color["edgepopup"] == other.color["edgepopup"] and one.marker["edgepopup"] == other.marker["edgepopup"]
     assert other.color["crbg (tuned)"] == one.color["crbg"] and other.marker["crbg (tuned)"] != one.marker["crbg"]
+    from methods import METHODS
+
+    every = figures.Palette(list(METHODS))  # imp had no slot and took another method's colour and marker
+    pairs = [(every.color[m], every.marker[m]) for m in METHODS]
+    assert len(set(pairs)) == len(pairs)
+    assert figures.Palette(["edgepopup"]).color["edgepopup"] == every.color["edgepopup"]  # the same in any report
     rows = pd.DataFrame({"dataset": "d", "arch": "a", "regime": "strong", "method": "cs", "granularity": "unstructured",
                          "sanity": "none", "target_sparsity": 0.5, "sparsity": 0.5, "test_acc": [99.9, 90.0, 99.0],
                          "seed": [0, 1, 2]})
